@@ -1,0 +1,1 @@
+"""Relay Pub/Sub messages to Google Cloud Workflows callback endpoints."""

@@ -1,0 +1,92 @@
+"""Which URLs may receive the relay's OAuth token.
+
+The token can resume any workflow in the project, so the only acceptable
+target is a Workflows callback URL, matched as an exact string:
+
+    https://workflowexecutions.googleapis.com/v1/projects/{p}/locations/{l}
+        /workflows/{w}/executions/{e}/callbacks/{c}
+
+The URL is matched as raw text, never parsed and re-assembled, so that no
+difference between two URL parsers can smuggle in another host.
+Source of the shape: the sendHttpCallback REST method,
+https://cloud.google.com/workflows/docs/reference/executionsapi/rest/v1/projects.locations.workflows.executions.callbacks
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from callback_relay.config import WorkflowPattern
+
+GOOGLE_ORIGIN = "https://workflowexecutions.googleapis.com"
+
+# Project ids and numbers, region names, workflow ids (letters, digits, '-' and
+# '_'), and the generated execution and callback ids.
+_PROJECT = r"[a-z0-9][a-z0-9-]{0,62}"
+_LOCATION = r"[a-z][a-z0-9-]{0,62}"
+_RESOURCE_ID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
+_PATH_RE = re.compile(
+    rf"/v1/projects/(?P<project>{_PROJECT})/locations/(?P<location>{_LOCATION})"
+    rf"/workflows/(?P<workflow>{_RESOURCE_ID})/executions/(?P<execution>{_RESOURCE_ID})"
+    rf"/callbacks/(?P<callback>{_RESOURCE_ID})"
+)
+# Anything outside printable ASCII, plus characters that change how a URL parses.
+_FORBIDDEN_RE = re.compile(r"[^\x21-\x7e]|[\\%@?#]")
+
+
+class CallbackUrlRefused(ValueError):
+    """The URL is not a callback this relay may send its token to."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class CallbackTarget:
+    url: str
+    project: str
+    location: str
+    workflow: str
+    execution: str
+    callback: str
+
+    @property
+    def workflow_name(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/workflows/{self.workflow}"
+
+
+class CallbackUrlPolicy:
+    def __init__(
+        self, origin: str | None = None, allowed_workflows: tuple[WorkflowPattern, ...] = ()
+    ) -> None:
+        self.origin = origin or GOOGLE_ORIGIN
+        self.allowed_workflows = allowed_workflows
+
+    def check(self, url: str) -> CallbackTarget:
+        """Return the parsed target, or raise CallbackUrlRefused with the reason."""
+        if _FORBIDDEN_RE.search(url):
+            raise CallbackUrlRefused(
+                "forbidden_characters",
+                "callback_url contains whitespace, control, non-ASCII or one of \\ % @ ? #",
+            )
+        if not url.startswith(self.origin + "/"):
+            raise CallbackUrlRefused("wrong_origin", f"callback_url must start with {self.origin}/")
+        match = _PATH_RE.fullmatch(url, len(self.origin))
+        if match is None:
+            raise CallbackUrlRefused(
+                "wrong_path",
+                "callback_url path must be /v1/projects/P/locations/L/workflows/W"
+                "/executions/E/callbacks/C",
+            )
+        target = CallbackTarget(url=url, **match.groupdict())
+        if self.allowed_workflows and not any(
+            p.matches(target.project, target.location, target.workflow)
+            for p in self.allowed_workflows
+        ):
+            raise CallbackUrlRefused(
+                "workflow_not_allowed", f"{target.workflow_name} is not in ALLOWED_WORKFLOWS"
+            )
+        return target

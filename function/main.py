@@ -1,0 +1,39 @@
+"""Cloud Functions entry points. The rules live in the callback_relay package.
+
+- ``relay``: Pub/Sub trigger (CloudEvent). Returning acknowledges the message;
+  raising makes Pub/Sub redeliver it, which happens only for transient failures.
+- ``relay_http``: the same relay for direct HTTP callers.
+"""
+
+from __future__ import annotations
+
+import flask
+import functions_framework
+from cloudevents.http.event import CloudEvent
+from requests.structures import CaseInsensitiveDict
+
+from callback_relay.http_request import handle_http
+from callback_relay.relay import create_relay
+
+# Built once per process: configuration errors fail the deployment here.
+_relay = create_relay()
+
+
+@functions_framework.cloud_event
+def relay(cloud_event: CloudEvent) -> None:
+    _relay.relay_cloud_event(
+        cloud_event.get("id"),
+        cloud_event.get("source"),
+        cloud_event.get_data(),
+        cloud_event.get("traceparent"),
+    )
+
+
+@functions_framework.http
+def relay_http(request: flask.Request) -> flask.Response:
+    status, body, headers = handle_http(
+        _relay, request.args, request.get_data(cache=False), CaseInsensitiveDict(request.headers)
+    )
+    return flask.Response(
+        flask.json.dumps(body), status=status, headers=headers, mimetype="application/json"
+    )

@@ -1,0 +1,180 @@
+"""A loopback GCE metadata server, enough for google-auth's compute-engine path.
+
+google-auth reads ``GCE_METADATA_HOST`` / ``GCE_METADATA_IP`` when it is
+imported; point both at ``server.host``. It asks for:
+- ``/`` (the ping): any reply with ``Metadata-Flavor: Google``;
+- ``/computeMetadata/v1/project/project-id``;
+- ``/computeMetadata/v1/instance/service-accounts/default/?recursive=true``;
+- ``/computeMetadata/v1/instance/service-accounts/default/token``.
+Requests without ``Metadata-Flavor: Google`` get 403, as on GCE.
+https://cloud.google.com/compute/docs/metadata/querying-metadata
+
+Run as a CLI for other processes: ``python -m tests.fakes.metadata_server --port 0``
+prints ``READY host:port``. ``GET /_fake/stats`` counts token requests and
+``GET /_fake/fail?count=N&status=500`` fails the next N of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.server
+import itertools
+import json
+import secrets
+import threading
+import time
+from typing import Any
+
+SERVICE_ACCOUNT = "callback-relay-fn@test-project.iam.gserviceaccount.com"
+
+
+class FakeMetadataServer:
+    def __init__(
+        self,
+        project_id: str = "test-project",
+        token_delay_seconds: float = 0.0,
+        token_lifetime_seconds: int = 3599,
+        port: int = 0,
+    ) -> None:
+        self.project_id = project_id
+        self.token_delay_seconds = token_delay_seconds
+        self.token_lifetime_seconds = token_lifetime_seconds
+        self.issued_tokens: list[str] = []
+        self.token_requests = 0
+        self._fail_next = 0
+        self._fail_status = 500
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host!s}:{port}"
+
+    def fail_token_requests(self, count: int, status: int = 500) -> None:
+        """Answer the next ``count`` token requests with ``status``."""
+        with self._lock:
+            self._fail_next = count
+            self._fail_status = status
+
+    def is_valid(self, token: str) -> bool:
+        with self._lock:
+            return token in self.issued_tokens
+
+    def start(self) -> FakeMetadataServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeMetadataServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _token_reply(self) -> tuple[int, Any]:
+        if self.token_delay_seconds:
+            time.sleep(self.token_delay_seconds)
+        with self._lock:
+            self.token_requests += 1
+            if self._fail_next > 0:
+                self._fail_next -= 1
+                return self._fail_status, "metadata server unavailable"
+            token = f"ya29.fake-{next(self._counter)}-{secrets.token_urlsafe(16)}"
+            self.issued_tokens.append(token)
+        return 200, {
+            "access_token": token,
+            "expires_in": self.token_lifetime_seconds,
+            "token_type": "Bearer",
+        }
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; without TCP_NODELAY,
+            # Nagle and delayed ACKs add 40 ms to every keep-alive request.
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                if path == "/_fake/stats":
+                    self._reply(200, {"token_requests": fake.token_requests})
+                    return
+                if path == "/_fake/fail":
+                    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+                    fake.fail_token_requests(
+                        int(params.get("count", "1")), int(params.get("status", "500"))
+                    )
+                    self._reply(200, {})
+                    return
+                if path == "/":
+                    self._reply(200, "computeMetadata/\n")
+                    return
+                if self.headers.get("Metadata-Flavor") != "Google":
+                    self._reply(403, "Missing Metadata-Flavor:Google header.")
+                    return
+                base = "/computeMetadata/v1/"
+                account = base + "instance/service-accounts/default"
+                if path == base + "project/project-id":
+                    self._reply(200, fake.project_id)
+                elif path in (account, account + "/"):
+                    self._reply(
+                        200,
+                        {
+                            "aliases": ["default"],
+                            "email": SERVICE_ACCOUNT,
+                            "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+                        },
+                    )
+                elif path == account + "/email":
+                    self._reply(200, SERVICE_ACCOUNT)
+                elif path == account + "/token":
+                    self._reply(*fake._token_reply())
+                else:
+                    self._reply(404, "not found")
+
+            def _reply(self, status: int, body: Any) -> None:
+                is_json = not isinstance(body, str)
+                data = (json.dumps(body) if is_json else body).encode()
+                self.send_response(status)
+                self.send_header("Metadata-Flavor", "Google")
+                self.send_header(
+                    "Content-Type", "application/json" if is_json else "application/text"
+                )
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--project", default="test-project")
+    parser.add_argument("--token-delay-ms", type=float, default=0.0)
+    parser.add_argument("--token-lifetime", type=int, default=3599)
+    args = parser.parse_args()
+    server = FakeMetadataServer(
+        args.project, args.token_delay_ms / 1000, args.token_lifetime, args.port
+    )
+    print(f"READY {server.host}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
