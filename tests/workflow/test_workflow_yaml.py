@@ -1,0 +1,361 @@
+"""Static checks of workflow.yaml: structure, connector call, message contract, names.
+
+No Workflows emulator exists, so these tests read the YAML and evaluate the
+message-building expressions (tools.workflow_message) to check that what the
+workflow publishes is exactly what the relay and its schema accept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callback_relay.message import parse_message_data
+from tools.workflow_message import (
+    PUBLISH_CONNECTOR,
+    UnsupportedExpression,
+    build_published_message,
+    evaluate,
+    find_step,
+    iter_steps,
+    load_workflow,
+    workflows_time_format,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO / "schemas" / "callback-message.schema.json"
+DEPLOY_SH = REPO / "deploy.sh"
+README_DRAFT = REPO / "docs" / "README-workflow.md"
+CALLBACK_URL = (
+    "https://workflowexecutions.googleapis.com/v1/projects/p/locations/us-central1"
+    "/workflows/callback-relay-demo/executions/e-1/callbacks/c-1"
+)
+NOW = 1_720_788_633.25
+
+# Functions and connectors the workflow may call: anything else is a typo.
+KNOWN_CALLS = {
+    "events.create_callback_endpoint",
+    "events.await_callback",
+    "sys.log",
+    PUBLISH_CONNECTOR,
+}
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[str, Any]:
+    return load_workflow()
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def step_names(steps: list[dict[str, Any]]) -> list[str]:
+    return [next(iter(step)) for step in steps]
+
+
+def all_expressions(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node] if "${" in node else []
+    if isinstance(node, dict):
+        return [
+            e for key, value in node.items() for e in all_expressions(key) + all_expressions(value)
+        ]
+    if isinstance(node, list):
+        return [e for item in node for e in all_expressions(item)]
+    return []
+
+
+# -- shape --------------------------------------------------------------------
+
+
+def test_yaml_parses_into_main_and_the_subworkflow(workflow: dict[str, Any]) -> None:
+    assert set(workflow) == {"main", "await_via_pubsub"}
+    assert workflow["main"]["params"] == ["args"]
+
+
+def test_subworkflow_params_and_defaults(workflow: dict[str, Any]) -> None:
+    assert workflow["await_via_pubsub"]["params"] == [
+        "topic",
+        {"payload": {}},
+        {"timeout": 43200},
+        {"method": "POST"},
+    ]
+
+
+def test_subworkflow_steps_in_order(workflow: dict[str, Any]) -> None:
+    assert step_names(workflow["await_via_pubsub"]["steps"]) == [
+        "resolve_topic",
+        "create_callback",
+        "build_message",
+        "publish",
+        "log_published",
+        "wait_for_callback",
+        "inspect_body",
+        "fail_on_error_body",
+        "log_resumed",
+        "result",
+    ]
+
+
+def test_main_calls_the_subworkflow_with_topic_payload_timeout(workflow: dict[str, Any]) -> None:
+    call = find_step(workflow, "wait_for_relay", block="main")["try"]
+    assert call["call"] == "await_via_pubsub"
+    assert call["args"] == {"topic": "${topic}", "payload": "${payload}", "timeout": "${timeout}"}
+
+
+def test_create_callback_endpoint(workflow: dict[str, Any]) -> None:
+    step = find_step(workflow, "create_callback")
+    assert step == {
+        "call": "events.create_callback_endpoint",
+        "args": {"http_callback_method": "${method}"},
+        "result": "callback",
+    }
+
+
+def test_publish_uses_the_connector_with_documented_arguments(workflow: dict[str, Any]) -> None:
+    step = find_step(workflow, "publish")
+    assert step["call"] == "googleapis.pubsub.v1.projects.topics.publish"
+    assert set(step["args"]) == {"topic", "body"}
+    assert step["args"]["topic"] == "${topic_name}"
+    (message,) = step["args"]["body"]["messages"]
+    assert message["data"] == "${base64.encode(json.encode(message))}"
+    assert set(message["attributes"]) == {"content_type", "workflow_id", "execution_id"}
+
+
+def test_await_callback_with_timeout_and_timeout_handling(workflow: dict[str, Any]) -> None:
+    step = find_step(workflow, "wait_for_callback")
+    assert step["try"]["call"] == "events.await_callback"
+    assert step["try"]["args"] == {"callback": "${callback}", "timeout": "${timeout}"}
+    assert step["except"]["as"] == "e"
+    branch = step["except"]["steps"][0]["timeout_or_rethrow"]["switch"][0]
+    assert branch["condition"] == '${"TimeoutError" in e.tags}'
+    assert branch["raise"]["tags"] == ["CallbackTimeout", "TimeoutError"]
+    assert "message" in branch["raise"]
+    # Anything that is not a timeout is re-raised unchanged.
+    assert step["except"]["steps"][1] == {"rethrow": {"raise": "${e}"}}
+
+
+def test_error_body_raises_a_tagged_callback_error(workflow: dict[str, Any]) -> None:
+    inspect = find_step(workflow, "inspect_body")["assign"]
+    assert {"failure": '${map.get(body, "error")}'} in inspect
+    (branch,) = find_step(workflow, "fail_on_error_body")["switch"]
+    assert branch["condition"] == "${failure != null}"
+    assert branch["raise"]["tags"] == ["CallbackError"]
+    assert set(branch["raise"]) == {"tags", "code", "message", "details", "callback_url"}
+
+
+def test_result_returns_body_and_arrival_time(workflow: dict[str, Any]) -> None:
+    result = find_step(workflow, "result")["return"]
+    assert result["body"] == "${body}"
+    assert result["received_at"] == "${time.format(arrived)}"
+
+
+def test_main_turns_a_timeout_into_a_clear_result(workflow: dict[str, Any]) -> None:
+    handler = find_step(workflow, "wait_for_relay", block="main")["except"]
+    (branch,) = handler["steps"][0]["classify"]["switch"]
+    assert branch["condition"] == '${"CallbackTimeout" in e.tags}'
+    assert branch["return"]["status"] == "TIMED_OUT"
+    assert handler["steps"][1] == {"fail": {"raise": "${e}"}}
+
+
+def test_every_raised_map_has_tags(workflow: dict[str, Any]) -> None:
+    for block in workflow.values():
+        for name, body in iter_steps(block["steps"]):
+            raised = body.get("raise")
+            if isinstance(raised, dict):
+                assert isinstance(raised.get("tags"), list), name
+
+
+def test_step_names_are_unique_per_block(workflow: dict[str, Any]) -> None:
+    for block_name, block in workflow.items():
+        names = [
+            name
+            for name, body in iter_steps(block["steps"])
+            if any(k in body for k in ("call", "assign", "switch", "try", "raise", "return"))
+        ]
+        assert len(names) == len(set(names)), block_name
+
+
+def test_every_call_is_known(workflow: dict[str, Any]) -> None:
+    known = KNOWN_CALLS | set(workflow) - {"main"}
+    for block in workflow.values():
+        for name, body in iter_steps(block["steps"]):
+            if "call" in body:
+                assert body["call"] in known, f"{name} calls {body['call']}"
+
+
+def test_every_expression_is_balanced(workflow: dict[str, Any]) -> None:
+    for expression in all_expressions(workflow):
+        assert expression.startswith("${"), expression
+        assert expression.endswith("}"), expression
+        inner = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expression[2:-1])
+        assert inner.count('"') % 2 == 0, expression
+        for opening, closing in ("()", "[]", "{}"):
+            assert inner.count(opening) == inner.count(closing), expression
+
+
+# -- configuration ------------------------------------------------------------
+
+
+def test_topic_comes_from_relay_topic_env_with_input_override(workflow: dict[str, Any]) -> None:
+    assign = find_step(workflow, "read_arguments", block="main")["assign"]
+    assert {
+        "topic": '${default(map.get(args, "topic"), '
+        'sys.get_env("RELAY_TOPIC", "workflows-callback-relay"))}'
+    } in assign
+
+
+def test_project_comes_from_google_cloud_project_id(workflow: dict[str, Any]) -> None:
+    branches = find_step(workflow, "resolve_topic")["switch"]
+    assert 'sys.get_env("GOOGLE_CLOUD_PROJECT_ID")' in branches[1]["assign"][0]["topic_name"]
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("relay", "projects/my-project/topics/relay"),
+        ("projects/other/topics/relay-2", "projects/other/topics/relay-2"),
+    ],
+)
+def test_topic_override_accepts_id_or_full_name(
+    workflow: dict[str, Any], topic: str, expected: str
+) -> None:
+    published = build_published_message(
+        callback_url=CALLBACK_URL,
+        payload={},
+        timeout=60,
+        now=NOW,
+        topic=topic,
+        project="my-project",
+        workflow=workflow,
+    )
+    assert published.topic == expected
+
+
+def test_names_agree_with_deploy_sh() -> None:
+    if not DEPLOY_SH.exists():
+        pytest.skip("deploy.sh is not in the repository yet")
+    text = DEPLOY_SH.read_text(encoding="utf-8")
+    assert "RELAY_TOPIC=" in text, "deploy.sh must set RELAY_TOPIC with --set-env-vars"
+    assert "workflows-callback-relay" in text
+    assert "workflow.yaml" in text
+    assert "callback-relay-demo" in text
+
+
+# -- the published message ----------------------------------------------------
+
+
+def test_published_message_matches_schema_and_relay(
+    workflow: dict[str, Any], validator: jsonschema.Draft202012Validator
+) -> None:
+    published = build_published_message(
+        callback_url=CALLBACK_URL,
+        payload={"order": 42, "status": "shipped"},
+        timeout=3600,
+        now=NOW,
+        topic="workflows-callback-relay",
+        workflow=workflow,
+    )
+
+    assert published.message == {
+        "callback_url": CALLBACK_URL,
+        "payload": {"order": 42, "status": "shipped"},
+        "method": "POST",
+        "expires_at": "2024-07-12T13:50:33.250000Z",
+    }
+    validator.validate(json.loads(published.data))
+    parsed = parse_message_data(published.data, max_bytes=65536)
+    assert parsed.callback_url == CALLBACK_URL
+    assert json.loads(parsed.body or b"") == {"order": 42, "status": "shipped"}
+    assert parsed.expires_at is not None
+    assert parsed.expires_at.timestamp() == pytest.approx(NOW + 3600)
+    assert published.attributes == {
+        "content_type": "application/json",
+        "workflow_id": "callback-relay-demo",
+        "execution_id": "local-execution",
+    }
+
+
+def test_message_keys_are_schema_properties(workflow: dict[str, Any]) -> None:
+    (message_assign,) = [
+        a for a in find_step(workflow, "build_message")["assign"] if "message" in a
+    ]
+    keys = set(message_assign["message"])
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    assert keys <= set(schema["properties"])
+    assert set(schema["required"]) <= keys
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payload=json_values,
+    timeout=st.integers(min_value=1, max_value=31_536_000),
+    method=st.sampled_from(["POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+)
+def test_any_payload_and_timeout_give_a_valid_message(
+    workflow: dict[str, Any],
+    validator: jsonschema.Draft202012Validator,
+    payload: Any,
+    timeout: int,
+    method: str,
+) -> None:
+    published = build_published_message(
+        callback_url=CALLBACK_URL,
+        payload=payload,
+        timeout=timeout,
+        now=NOW,
+        topic="t",
+        method=method,
+        workflow=workflow,
+    )
+    validator.validate(json.loads(published.data))
+    parsed = parse_message_data(published.data, max_bytes=1 << 20)
+    assert parsed.method == method
+    assert json.loads(parsed.body or b"null") == payload
+
+
+def test_time_format_matches_the_documented_example() -> None:
+    # https://cloud.google.com/workflows/docs/reference/stdlib/time/format
+    assert workflows_time_format(1720788633) == "2024-07-12T12:50:33.000000Z"
+
+
+def test_evaluator_refuses_what_it_does_not_know() -> None:
+    with pytest.raises(UnsupportedExpression):
+        evaluate("${text.replace_all(a, b)}", {"a": "x", "b": "y"}, {})
+    with pytest.raises(UnsupportedExpression):
+        evaluate("${undefined_name}", {}, {})
+
+
+# -- the README's copy of the subworkflow ----------------------------------------
+
+
+def test_readme_subworkflow_is_the_one_in_workflow_yaml(workflow: dict[str, Any]) -> None:
+    if not README_DRAFT.exists():
+        pytest.skip("docs/README-workflow.md is not written yet")
+    blocks = re.findall(r"```yaml\n(.*?)```", README_DRAFT.read_text(encoding="utf-8"), re.S)
+    copies = [yaml.safe_load(b) for b in blocks if b.lstrip().startswith("await_via_pubsub:")]
+    assert copies, "the README shows no await_via_pubsub block"
+    assert copies[0]["await_via_pubsub"] == workflow["await_via_pubsub"]
