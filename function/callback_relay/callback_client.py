@@ -32,7 +32,8 @@ def build_session(pool_size: int) -> requests.Session:
     # trust_env=False also drops REQUESTS_CA_BUNDLE; keep that one, for local TLS fakes.
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    session.max_redirects = 0
+    # Redirects are refused per request (allow_redirects=False). Do not also set
+    # max_redirects=0: requests then raises TooManyRedirects on any 3xx.
     adapter = requests.adapters.HTTPAdapter(
         pool_connections=4, pool_maxsize=pool_size, max_retries=0
     )

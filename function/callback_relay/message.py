@@ -85,9 +85,9 @@ def _from_object(fields: dict[str, Any]) -> CallbackMessage:
         raise MessageRejected(
             "invalid_method", f"method must be one of {', '.join(CALLBACK_METHODS)}"
         )
-    expires_raw = fields.get("expires_at")
     expires_at = None
-    if expires_raw is not None:
+    if "expires_at" in fields:
+        expires_raw = fields["expires_at"]
         if not isinstance(expires_raw, str):
             raise MessageRejected("invalid_expires_at", "expires_at must be a string")
         expires_at = parse_rfc3339(expires_raw)

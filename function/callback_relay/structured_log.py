@@ -37,12 +37,27 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class StdoutHandler(logging.Handler):
+    """Writes each record as one line to the current ``sys.stdout``, flushed.
+
+    Cloud Run reads stdout line by line; flushing keeps a line from waiting in
+    a buffer when the instance is throttled between requests.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - logging must never take down a request
+            self.handleError(record)
+
+
 def configure(level: str) -> logging.Logger:
     logger = logging.getLogger(LOGGER_NAME)
-    if not any(getattr(h, "_callback_relay", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, StdoutHandler) for h in logger.handlers):
+        handler = StdoutHandler()
         handler.setFormatter(CloudLoggingFormatter())
-        handler._callback_relay = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

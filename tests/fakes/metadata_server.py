@@ -127,7 +127,12 @@ class FakeMetadataServer:
                     self._reply(403, "Missing Metadata-Flavor:Google header.")
                     return
                 base = "/computeMetadata/v1/"
-                account = base + "instance/service-accounts/default"
+                accounts = base + "instance/service-accounts/"
+                # google-auth asks by "default" first, then by the account's email.
+                for alias in ("default", SERVICE_ACCOUNT):
+                    if path.startswith(accounts + alias):
+                        path = path.replace(accounts + alias, accounts + "default", 1)
+                account = accounts + "default"
                 if path == base + "project/project-id":
                     self._reply(200, fake.project_id)
                 elif path in (account, account + "/"):

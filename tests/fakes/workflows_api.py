@@ -92,6 +92,7 @@ class RecordedCall:
     body: bytes
     status: int | None
     received_at: float
+    client_port: int = 0
 
     @property
     def bearer_token(self) -> str | None:
@@ -344,7 +345,13 @@ class FakeWorkflowsApi:
                     self._send(status, json.dumps(reply).encode(), {})
                     return
                 call = RecordedCall(
-                    self.command, path, dict(self.headers.items()), body, None, time.time()
+                    self.command,
+                    path,
+                    dict(self.headers.items()),
+                    body,
+                    None,
+                    time.time(),
+                    int(self.client_address[1]),
                 )
                 with fake._cond:
                     fake.calls.append(call)

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callback_relay.message import (
+    CALLBACK_METHODS,
+    RFC3339_PATTERN,
+    CallbackMessage,
+    MessageRejected,
+    parse_message_data,
+)
+
+SCHEMA = json.loads(
+    (pathlib.Path(__file__).parents[2] / "schemas" / "callback-message.schema.json").read_text()
+)
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+URL = (
+    "https://workflowexecutions.googleapis.com/v1/projects/p/locations/us-central1"
+    "/workflows/w/executions/e/callbacks/c"
+)
+LIMIT = 65536
+
+
+def parse(value: object) -> CallbackMessage:
+    return parse_message_data(json.dumps(value).encode(), LIMIT)
+
+
+def test_full_message() -> None:
+    message = parse(
+        {
+            "callback_url": URL,
+            "payload": {"approved": True, "by": "ana"},
+            "method": "PUT",
+            "expires_at": "2030-01-02T03:04:05.123456789Z",
+        }
+    )
+    assert message.callback_url == URL
+    assert message.method == "PUT"
+    assert json.loads(message.body or b"") == {"approved": True, "by": "ana"}
+    assert message.expires_at == datetime.datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=datetime.UTC)
+
+
+def test_defaults_are_post_and_empty_object() -> None:
+    message = parse({"callback_url": URL})
+    assert (message.method, message.body, message.expires_at) == ("POST", b"{}", None)
+
+
+@pytest.mark.parametrize("data", [URL, f"  {URL}\n", f"\t{URL}\r\n"])
+def test_bare_url_shorthand(data: str) -> None:
+    message = parse_message_data(data.encode(), LIMIT)
+    assert (message.callback_url, message.body, message.method) == (URL, b"{}", "POST")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"\xff\xfe{}", "not_utf8"),
+        (b"{", "invalid_json"),
+        (b"not json", "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"' + URL.encode() + b'"', "not_an_object"),
+        (b"{}", "missing_callback_url"),
+        (b'{"callback_url": ""}', "missing_callback_url"),
+        (b'{"callback_url": 7}', "missing_callback_url"),
+        (b'{"callback_url": "x", "callbackUrl": "y"}', "unknown_field"),
+        (b'{"callback_url": "x", "method": "post"}', "invalid_method"),
+        (b'{"callback_url": "x", "method": "TRACE"}', "invalid_method"),
+        (b'{"callback_url": "x", "expires_at": 5}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "expires_at": null}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "expires_at": "tomorrow"}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "expires_at": "2030-02-30T00:00:00Z"}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "expires_at": "2030-01-01T00:00:00"}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "payload": NaN}', "invalid_json"),
+        (b'{"callback_url": "x", "payload": Infinity}', "invalid_json"),
+        (b'{"callback_url": "x", "method": "GET", "payload": {"a": 1}}', "payload_not_allowed"),
+        (b"[" * 100_000, "invalid_json"),
+        (json.dumps({"callback_url": "x" * 2049}).encode(), "invalid_callback_url"),
+    ],
+)
+def test_rejections_name_their_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(MessageRejected) as caught:
+        parse_message_data(data, 1_000_000)
+    assert caught.value.reason == reason
+    assert caught.value.detail
+
+
+def test_size_cap_is_checked_before_decoding() -> None:
+    data = json.dumps({"callback_url": URL, "payload": "x" * LIMIT}).encode()
+    with pytest.raises(MessageRejected) as caught:
+        parse_message_data(data, LIMIT)
+    assert caught.value.reason == "too_large"
+    assert str(len(data)) in caught.value.detail
+
+
+def test_get_sends_no_body() -> None:
+    assert parse({"callback_url": URL, "method": "GET"}).body is None
+    assert parse({"callback_url": URL, "method": "HEAD", "payload": {}}).body is None
+
+
+def test_payload_is_encoded_once_compactly() -> None:
+    message = parse({"callback_url": URL, "payload": [1, "é", None]})
+    assert message.body == '[1,"é",null]'.encode()
+
+
+def test_schema_and_parser_share_the_date_pattern() -> None:
+    assert SCHEMA["properties"]["expires_at"]["pattern"] == RFC3339_PATTERN
+    assert SCHEMA["properties"]["method"]["enum"] == list(CALLBACK_METHODS)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+dates = st.datetimes(
+    min_value=datetime.datetime(1970, 1, 1), max_value=datetime.datetime(2200, 1, 1)
+).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+candidate_messages = st.dictionaries(
+    st.sampled_from(["callback_url", "payload", "method", "expires_at", "extra"]),
+    json_values
+    | st.sampled_from([URL, "GET", "POST", "PATCH", "HEAD", "nope"])
+    | dates
+    | st.just({}),
+    max_size=5,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(candidate_messages)
+def test_parser_accepts_exactly_what_the_schema_accepts(candidate: dict[str, object]) -> None:
+    schema_ok = VALIDATOR.is_valid(candidate)
+    try:
+        parse_message_data(json.dumps(candidate).encode(), 10_000_000)
+        parser_ok = True
+    except MessageRejected:
+        parser_ok = False
+    assert parser_ok == schema_ok, candidate
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_any_bytes_give_a_message_or_a_clean_rejection(data: bytes) -> None:
+    try:
+        message = parse_message_data(data, 256)
+    except MessageRejected as exc:
+        assert exc.reason
+        assert exc.detail
+    else:
+        assert isinstance(message, CallbackMessage)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_any_json_gives_a_message_or_a_clean_rejection(value: object) -> None:
+    try:
+        message = parse_message_data(json.dumps(value).encode(), LIMIT)
+    except MessageRejected as exc:
+        assert exc.reason
+    else:
+        assert message.callback_url

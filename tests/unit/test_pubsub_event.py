@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from callback_relay.pubsub_event import EventRejected, delivery_from_event, project_from_source
+from tests import events
+
+
+def test_eventarc_data() -> None:
+    _headers, body = events.eventarc_binary(b"hello", "42")
+    delivery = delivery_from_event("42", events.SOURCE, body, "tp")
+    assert (delivery.message_id, delivery.data, delivery.traceparent) == ("42", b"hello", "tp")
+    assert delivery.subscription
+    assert delivery.publish_time
+    assert delivery.source_project == "test-project"
+    assert base64.b64decode(delivery.replay_record()["data_b64"]) == b"hello"
+
+
+def test_message_id_falls_back_to_the_event_id() -> None:
+    body = {"message": {"data": base64.b64encode(b"x").decode()}}
+    assert delivery_from_event("ev-1", None, body).message_id == "ev-1"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (None, "not_pubsub"),
+        ("text", "not_pubsub"),
+        ({"message": "x"}, "not_pubsub"),
+        ({"message": {"attributes": {"a": "b"}}}, "no_data"),
+        ({"message": {"data": ""}}, "no_data"),
+        ({"message": {"data": "!!not base64!!"}}, "bad_base64"),
+    ],
+)
+def test_events_without_a_usable_message(data: object, reason: str) -> None:
+    with pytest.raises(EventRejected) as caught:
+        delivery_from_event("1", events.SOURCE, data)
+    assert caught.value.reason == reason
+    assert caught.value.replay
+
+
+def test_project_from_source() -> None:
+    assert project_from_source("//pubsub.googleapis.com/projects/p-1/topics/t") == "p-1"
+    assert project_from_source("//pubsub.googleapis.com/") is None
+    assert project_from_source(None) is None
