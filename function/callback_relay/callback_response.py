@@ -1,13 +1,18 @@
 """What an answer from the Workflows callback endpoint means for the message.
 
 Sources:
-- Callbacks are idempotent and safe to retry; 429 means an earlier request was
-  received and not yet consumed; 404 means the execution is no longer running.
+- "Workflows HTTP callbacks are fully idempotent by default. It's safe to retry
+  a callback if it fails." A 429 "indicates that the first callback was received
+  successfully"; a 404 "indicates that a callback is not available" (the
+  execution completed or is not running).
   "Making API calls exactly once when using Workflows", Google Cloud blog, 2024-05,
   https://cloud.google.com/blog/products/application-development/using-single-execution-calls-with-workflows
-  (linked from https://cloud.google.com/workflows/docs/creating-callback-endpoints#invoke-once).
+  (it links to https://cloud.google.com/workflows/docs/creating-callback-endpoints#invoke-once).
 - Error bodies follow https://cloud.google.com/apis/design/errors:
   {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": ..., "details": [...]}}.
+  A quota 429 is RESOURCE_EXHAUSTED too, and the callback 429's body is not
+  documented, so only a 429 that says "pending" (and shows no quota evidence) is
+  taken as already received; any other 429 is retried, which is always safe.
 
 | answer                                   | kind           | Pub/Sub  |
 |------------------------------------------|----------------|----------|
