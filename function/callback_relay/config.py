@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Mapping
 
@@ -64,7 +65,7 @@ class Settings:
     # Project for `logging.googleapis.com/trace`; falls back to the event's project.
     trace_project: str | None = None
     # Size of the HTTP connection pool; matches the thread count of the server.
-    http_pool_size: int = 16
+    http_pool_size: int = 8
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, maximum: float) -> float:
@@ -133,7 +134,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)}")
     emulator_raw = env.get("WORKFLOWS_EMULATOR_HOST", "").strip()
-    threads = _positive_int(env, "THREADS", 16, 1000)
+    # functions-framework's gunicorn runs THREADS threads (default CPUs x 4);
+    # one pooled connection per thread avoids reconnects under load.
+    threads = _positive_int(env, "THREADS", (os.cpu_count() or 1) * 4, 1000)
     return Settings(
         allowed_workflows=parse_allowed_workflows(env.get("ALLOWED_WORKFLOWS", "")),
         emulator_origin=parse_emulator_host(emulator_raw) if emulator_raw else None,
