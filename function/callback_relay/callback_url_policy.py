@@ -18,6 +18,7 @@ import dataclasses
 import re
 
 from callback_relay.config import WorkflowPattern
+from callback_relay.rejection import Rejection
 
 GOOGLE_ORIGIN = "https://workflowexecutions.googleapis.com"
 
@@ -35,13 +36,8 @@ _PATH_RE = re.compile(
 _FORBIDDEN_RE = re.compile(r"[^\x21-\x7e]|[\\%@?#]")
 
 
-class CallbackUrlRefused(ValueError):
+class CallbackUrlRefused(Rejection):
     """The URL is not a callback this relay may send its token to."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,8 @@ import json
 import re
 from typing import Any
 
+from callback_relay.rejection import Rejection
+
 # Methods that events.create_callback_endpoint accepts.
 # https://cloud.google.com/workflows/docs/creating-callback-endpoints
 CALLBACK_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
@@ -34,13 +36,8 @@ _RFC3339_RE = re.compile(RFC3339_PATTERN)
 _WHITESPACE = " \t\r\n"
 
 
-class MessageRejected(ValueError):
+class MessageRejected(Rejection):
     """The message can never be relayed; ``reason`` is a stable machine-readable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from callback_relay.rejection import Rejection
+
 _SOURCE_PROJECT_RE = re.compile(r"//pubsub\.googleapis\.com/projects/([^/]+)/")
 
 
@@ -25,13 +27,11 @@ def project_from_source(source: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-class EventRejected(ValueError):
+class EventRejected(Rejection):
     """The event can never be relayed; ``replay`` holds what is left of the message."""
 
     def __init__(self, reason: str, detail: str, replay: dict[str, Any] | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.replay = replay or {}
 
 

@@ -17,7 +17,6 @@ prints ``READY host:port``. ``GET /_fake/stats`` counts token requests and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.server
 import itertools
 import json
@@ -26,10 +25,12 @@ import threading
 import time
 from typing import Any
 
+from tests.fakes.loopback_server import LoopbackServer, QuietHandler
+
 SERVICE_ACCOUNT = "callback-relay-fn@test-project.iam.gserviceaccount.com"
 
 
-class FakeMetadataServer:
+class FakeMetadataServer(LoopbackServer):
     def __init__(
         self,
         project_id: str = "test-project",
@@ -46,14 +47,7 @@ class FakeMetadataServer:
         self._fail_status = 500
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def host(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        super().__init__(self._handler(), port)
 
     def fail_token_requests(self, count: int, status: int = 500) -> None:
         """Answer the next ``count`` token requests with ``status``."""
@@ -64,21 +58,6 @@ class FakeMetadataServer:
     def is_valid(self, token: str) -> bool:
         with self._lock:
             return token in self.issued_tokens
-
-    def start(self) -> FakeMetadataServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeMetadataServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _token_reply(self) -> tuple[int, Any]:
         if self.token_delay_seconds:
@@ -99,15 +78,7 @@ class FakeMetadataServer:
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes; without TCP_NODELAY,
-            # Nagle and delayed ACKs add 40 ms to every keep-alive request.
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path, _, query = self.path.partition("?")
                 if path == "/_fake/stats":
@@ -176,9 +147,7 @@ def main() -> None:
     server = FakeMetadataServer(
         args.project, args.token_delay_ms / 1000, args.token_lifetime, args.port
     )
-    print(f"READY {server.host}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server._server.serve_forever()
+    server.serve_cli()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from tests.fakes.loopback_server import LoopbackServer, QuietHandler
+
 # The same rule the relay enforces: an execution's callback URL and nothing else.
 CALLBACK_PATH_RE = re.compile(
     r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/workflows/(?P<workflow>[^/]+)"
@@ -115,28 +117,6 @@ class RecordedCall:
         }
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[http.server.BaseHTTPRequestHandler],
-        ssl_context: ssl.SSLContext | None,
-    ) -> None:
-        super().__init__(address, handler)
-        self.ssl_context = ssl_context
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # TLS handshake in the connection's own thread, not in the accept loop.
-        if self.ssl_context is not None:
-            try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        super().finish_request(request, client_address)
-
-
 @dataclasses.dataclass
 class _Callback:
     url: str
@@ -152,7 +132,7 @@ class _Execution:
     callbacks: dict[str, _Callback] = dataclasses.field(default_factory=dict)
 
 
-class FakeWorkflowsApi:
+class FakeWorkflowsApi(LoopbackServer):
     def __init__(
         self,
         project: str = "test-project",
@@ -169,38 +149,14 @@ class FakeWorkflowsApi:
         self.fault_picker: Callable[[RecordedCall], Fault | None] | None = None
         self._executions: dict[str, _Execution] = {}
         self._cond = threading.Condition()
-        self._server = _Server(("127.0.0.1", port), self._handler(), ssl_context)
-        self.scheme = "https" if ssl_context is not None else "http"
+        super().__init__(self._handler(), port, ssl_context)
 
     # -- lifecycle ----------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
-
-    @property
-    def origin(self) -> str:
-        return f"{self.scheme}://{self.host}"
 
     @property
     def emulator_host(self) -> str:
         """The relay's WORKFLOWS_EMULATOR_HOST value for this fake."""
         return self.host if self.scheme == "http" else self.origin
-
-    def start(self) -> FakeWorkflowsApi:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeWorkflowsApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- what a workflow does ----------------------------------------------
 
@@ -327,15 +283,7 @@ class FakeWorkflowsApi:
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes; without TCP_NODELAY,
-            # Nagle and delayed ACKs add 40 ms to every keep-alive request.
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def handle_one(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -405,9 +353,7 @@ def main() -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
     fake = FakeWorkflowsApi(args.project, args.location, context, port=args.port)
-    print(f"READY {fake.host}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        fake._server.serve_forever()
+    fake.serve_cli()
 
 
 if __name__ == "__main__":
