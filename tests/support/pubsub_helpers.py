@@ -24,7 +24,10 @@ def pull(
     timeout: float = 15.0,
     ack: bool = True,
 ) -> list[Any]:
-    """Pull until `expected` messages arrived or `timeout` passed; return what arrived."""
+    """Pull until `expected` messages arrived or `timeout` passed; return what arrived.
+
+    With ack=False the messages are nacked, so they stay on the subscription.
+    """
     from google.api_core import exceptions as api_exceptions
 
     path = (
@@ -45,10 +48,19 @@ def pull(
             except api_exceptions.DeadlineExceeded:
                 continue
             batch = list(response.received_messages)
-            if ack and batch:
-                subscriber.acknowledge(
-                    request={"subscription": path, "ack_ids": [m.ack_id for m in batch]}
-                )
+            if batch:
+                ack_ids = [m.ack_id for m in batch]
+                if ack:
+                    subscriber.acknowledge(request={"subscription": path, "ack_ids": ack_ids})
+                else:
+                    # Hand them straight back, for whoever pulls next.
+                    subscriber.modify_ack_deadline(
+                        request={
+                            "subscription": path,
+                            "ack_ids": ack_ids,
+                            "ack_deadline_seconds": 0,
+                        }
+                    )
             received.extend(batch)
     finally:
         subscriber.close()
