@@ -18,6 +18,7 @@ the function directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -145,7 +146,10 @@ def play_workflow(
         execution_id=execution_id(execution),
     )
     message_id = deliver(published)
-    trace.hop("published", f"message {message_id} on {published.topic}")
+    how = (
+        " (no Pub/Sub: handed straight to the function)" if message_id.startswith("direct-") else ""
+    )
+    trace.hop("published", f"message {message_id} on {published.topic}{how}")
     request = control.await_callback(callback_url, timeout)
     arrived = time.time()
     if request is None:
@@ -257,15 +261,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     publisher: Any = None
     subscriber: Any = None
     if use_pubsub:
+        from google.api_core import exceptions as api_exceptions
         from google.cloud import pubsub_v1
 
         publisher = pubsub_v1.PublisherClient()
         subscriber = pubsub_v1.SubscriberClient()
+        # Idempotent set-up, so that the demo can run against a fresh emulator.
+        with contextlib.suppress(api_exceptions.AlreadyExists):
+            publisher.create_topic(name=args.topic)
+        with contextlib.suppress(api_exceptions.AlreadyExists):
+            subscriber.create_subscription(name=args.subscription, topic=args.topic)
 
         def on_delivery(delivery: Delivery) -> None:
             trace.hop(
                 "delivered",
-                f"Eventarc CloudEvent {delivery.message_id} attempt {delivery.delivery_attempt}",
+                f"Eventarc CloudEvent for message {delivery.message_id}"
+                + (f", attempt {delivery.delivery_attempt}" if delivery.delivery_attempt else ""),
                 at=delivery.sent_at,
             )
             trace.hop(
@@ -282,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         deliver = direct_delivery(args.function_url, trace)
         topic = args.topic or "workflows-callback-relay"
+    trace.started = time.time()  # the clock starts with the workflow, not the set-up
     try:
         result = play_workflow(
             control,

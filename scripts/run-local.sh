@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# The whole path on this machine, with no Google account:
+#   Pub/Sub emulator (when installed) -> Eventarc-shaped delivery -> relay function
+#   (functions-framework) -> fake Workflows callback API, tokens from a fake
+#   metadata server. Runs one demo execution and prints every hop with its timing.
+# Usage: scripts/run-local.sh [--stay] [--no-emulator] [--payload JSON] [--timeout SECONDS]
+#   --stay         keep everything running after the demo, until Ctrl-C
+#   --no-emulator  skip Pub/Sub: POST the CloudEvent to the function directly
+# Ctrl-C at any point stops every process this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stay=false
+no_emulator=false
+payload='{"greeting": "hello from scripts/run-local.sh"}'
+timeout=30
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --stay) stay=true ;;
+        --no-emulator) no_emulator=true ;;
+        --payload) payload="$2"; shift ;;
+        --timeout) timeout="$2"; shift ;;
+        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+# SKIP_VENV=1 uses .venv as it is (the tests run this script that way).
+if [[ ${SKIP_VENV:-} != 1 ]]; then
+    scripts/venv.sh requirements.txt requirements-test.txt
+fi
+py=.venv/bin/python
+project=local-project
+logs="$(mktemp -d -t callback-relay-local.XXXXXX)"
+pids=()
+
+# shellcheck disable=SC2329  # invoked by the EXIT trap
+cleanup() {
+    trap - EXIT INT TERM
+    local pid
+    # Each child leads its own process group (setsid): stop the whole group,
+    # so gcloud's Java and gunicorn's workers go too.
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        local alive=false
+        for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=true; done
+        [[ $alive == false ]] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+    echo "stopped; logs in $logs" >&2
+}
+trap cleanup EXIT
+trap 'echo; echo "interrupted" >&2; exit 130' INT TERM
+
+free_port() {
+    "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start NAME COMMAND...: run in a new session, output to $logs/NAME.log
+start() {
+    local name="$1"
+    shift
+    setsid "$@" >"$logs/$name.log" 2>&1 < /dev/null &
+    pids+=("$!")
+}
+
+# wait_for NAME REGEX SECONDS: until the log shows REGEX; fail if the process dies
+wait_for() {
+    local name="$1" pattern="$2" seconds="$3" pid="${pids[-1]}"
+    for _ in $(seq $((seconds * 10))); do
+        if grep -Eq "$pattern" "$logs/$name.log"; then return 0; fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited; its log:" >&2
+            cat "$logs/$name.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "$name was not ready within $seconds s; its log:" >&2
+    cat "$logs/$name.log" >&2
+    return 1
+}
+
+# wait_for_port NAME PORT SECONDS: until PORT accepts connections
+wait_for_port() {
+    local name="$1" port="$2" seconds="$3" pid="${pids[-1]}"
+    if "$py" -c 'import sys; from tests.support.ports import wait_for_port as w
+sys.exit(0 if w("127.0.0.1", int(sys.argv[1]), float(sys.argv[2])) else 1)' "$port" "$seconds" \
+        && kill -0 "$pid" 2>/dev/null; then
+        return 0
+    fi
+    echo "$name is not listening on port $port; its log:" >&2
+    cat "$logs/$name.log" >&2
+    return 1
+}
+
+ready_host() { sed -n 's/^READY \([^ ]*\).*/\1/p' "$logs/$1.log" | head -n1; }
+
+echo "== starting on free loopback ports (logs in $logs)"
+start metadata "$py" -m tests.fakes.metadata_server --port 0 --project "$project"
+wait_for metadata '^READY ' 15
+metadata_host="$(ready_host metadata)"
+echo "fake metadata server   $metadata_host"
+
+start workflows "$py" -m tests.fakes.workflows_api --port 0 --project "$project"
+wait_for workflows '^READY ' 15
+workflows_host="$(ready_host workflows)"
+echo "fake Workflows API     $workflows_host"
+
+function_port="$(free_port)"
+start function env \
+    GCE_METADATA_HOST="$metadata_host" GCE_METADATA_IP="$metadata_host" \
+    WORKFLOWS_EMULATOR_HOST="$workflows_host" WORKERS=1 THREADS=4 \
+    PYTHONPATH=function PYTHONUNBUFFERED=1 \
+    .venv/bin/functions-framework --source function/main.py --target relay \
+    --signature-type cloudevent --host 127.0.0.1 --port "$function_port"
+wait_for_port function "$function_port" 30
+function_url="http://127.0.0.1:$function_port/"
+echo "relay function         $function_url"
+
+driver_args=(--workflows-api "$workflows_host" --metadata "$metadata_host"
+    --function-url "$function_url" --payload "$payload" --timeout "$timeout"
+    --project "$project")
+emulator_missing=""
+if [[ $no_emulator == true ]]; then
+    emulator_missing="--no-emulator"
+elif ! command -v gcloud >/dev/null; then
+    emulator_missing="gcloud is not on PATH"
+elif ! command -v java >/dev/null; then
+    emulator_missing="java is not on PATH"
+elif [[ ! -d "$(dirname "$(dirname "$(readlink -f "$(command -v gcloud)")")")/platform/pubsub-emulator" ]]; then
+    emulator_missing="the gcloud pubsub-emulator component is not installed"
+fi
+if [[ -z $emulator_missing ]]; then
+    emulator_port="$(free_port)"
+    start emulator gcloud beta emulators pubsub start \
+        --host-port="127.0.0.1:$emulator_port" --project="$project" --quiet
+    wait_for emulator 'Server started, listening on' 90
+    export PUBSUB_EMULATOR_HOST="127.0.0.1:$emulator_port" PUBSUB_PROJECT_ID="$project"
+    echo "Pub/Sub emulator       $PUBSUB_EMULATOR_HOST"
+    driver_args+=(--topic "projects/$project/topics/workflows-callback-relay"
+        --subscription "projects/$project/subscriptions/workflows-callback-relay-local")
+else
+    unset PUBSUB_EMULATOR_HOST
+    echo "Pub/Sub emulator       not available ($emulator_missing):"
+    echo "                       the CloudEvent goes straight to the function"
+fi
+
+echo
+echo "== demo execution (the driver plays workflow.yaml's part)"
+status=0
+"$py" -m tools.demo_driver "${driver_args[@]}" || status=$?
+
+echo
+echo "== the relay function's log"
+grep -F '"outcome"' "$logs/function.log" || echo "(no outcome logged; see $logs/function.log)"
+
+if [[ $stay == true ]]; then
+    echo
+    echo "Still running; Ctrl-C stops everything. Publish another message with:"
+    echo "  PUBSUB_EMULATOR_HOST=${PUBSUB_EMULATOR_HOST:-} $py -m tools.publish --topic workflows-callback-relay --project $project --url URL --payload '{}'"
+    wait
+fi
+exit "$status"
