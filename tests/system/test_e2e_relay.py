@@ -211,11 +211,15 @@ def test_happy_path_payload_arrives_in_the_execution(stack: Stack) -> None:
     assert result["body"] == payload
     assert trace.names() == ["callback", "published", "resumed"]
     calls = stack.workflows.calls_to(result["callback_url"])
-    assert [(c.method, c.status) for c in calls] == [("POST", 200)]
+    # Pub/Sub is at-least-once: a rare duplicate delivery meets 404/429 and is acked.
+    assert (calls[0].method, calls[0].status) == ("POST", 200)
+    assert all(c.status in (404, 429) for c in calls[1:])
     # The real google-auth path fetched the token from the fake metadata server.
     assert calls[0].bearer_token in stack.metadata.issued_tokens
     assert calls[0].headers.get("Content-Type", "").startswith("application/json")
-    assert outcomes_of(stack, result["message_id"]) == ["delivered"]
+    outcomes = outcomes_of(stack, result["message_id"])
+    assert outcomes.count("delivered") == 1
+    assert set(outcomes) <= {"delivered", "execution_gone", "already_pending"}
     if stack.forwarder is not None:
         forwarder = stack.forwarder
         assert wait_until(lambda: len(forwarder.snapshot()) == 1, timeout=5)
