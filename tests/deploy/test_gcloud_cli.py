@@ -1,0 +1,250 @@
+"""Check deploy.sh against the real, installed gcloud, offline.
+
+- Every gcloud command deploy.sh runs or prints, and every flag it passes,
+  appears in that command's own `gcloud ... --help` text.
+- function/.gcloudignore keeps tests, tools and caches out of the upload, as
+  `gcloud meta list-files-for-upload` (the code gcloud deploys with) sees it.
+
+The commands come from the fake-gcloud call log of deploy, destroy and
+custom-role repair runs, plus what --dry-run and the final instructions print.
+gcloud never touches the network here: prompts are off, the config directory is
+a fresh temporary one, and only --help and local listing commands run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.harness import REPO, FakeCloud
+
+GCLOUD = Path("/usr/bin/gcloud")
+RELEASE_TRACKS = {"alpha", "beta"}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+HELP_TIMEOUT = 60
+
+
+def gcloud_or_skip() -> Path:
+    path = GCLOUD if GCLOUD.exists() else None
+    if path is None and (found := shutil.which("gcloud")):
+        path = Path(found)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("gcloud is not installed, and CI=true requires these tests to run")
+        pytest.skip("gcloud is not installed (the Google Cloud CLI); these tests need its --help")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gcloud() -> Path:
+    return gcloud_or_skip()
+
+
+@pytest.fixture(scope="module")
+def gcloud_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path_factory.mktemp("home")),
+        "CLOUDSDK_CONFIG": str(tmp_path_factory.mktemp("gcloud-config")),
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_CORE_PROJECT": "test-project",
+        "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "true",
+        "TERM": "dumb",
+        "LANG": "C.UTF-8",
+    }
+
+
+def surface_root(gcloud: Path) -> Path:
+    root = gcloud.resolve().parent.parent / "lib" / "surface"
+    if not root.is_dir():
+        pytest.fail(f"cannot find gcloud's command tree at {root}")
+    return root
+
+
+def command_path(argv: list[str], surface: Path) -> tuple[str, ...]:
+    """Split `gcloud` argv into its command path (e.g. pubsub topics create).
+
+    gcloud's command tree is a directory per group and a .py/.yaml file per
+    command under lib/surface; release tracks (beta) share the tree.
+    """
+    words = [a for a in argv if not a.startswith("-")]
+    path: list[str] = []
+    node = surface
+    for word in words:
+        if word in RELEASE_TRACKS and not path:
+            path.append(word)
+            continue
+        name = word.replace("-", "_")
+        if (node / name).is_dir():
+            path.append(word)
+            node = node / name
+            continue
+        if (node / f"{name}.py").is_file() or (node / f"{name}.yaml").is_file():
+            path.append(word)
+            return tuple(path)
+        break
+    raise AssertionError(f"not a gcloud command: gcloud {shlex.join(argv)}")
+
+
+def flag_names(argv: list[str]) -> set[str]:
+    return {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def help_mentions(help_text: str, flag: str) -> bool:
+    if re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text):
+        return True
+    # Boolean flags are documented as --[no-]name.
+    name = flag.removeprefix("--no-") if flag.startswith("--no-") else flag[2:]
+    return f"--[no-]{name}" in help_text
+
+
+def fetch_help(gcloud: Path, env: dict[str, str], path: tuple[str, ...]) -> str:
+    proc = subprocess.run(
+        [str(gcloud), *path, "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HELP_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, f"gcloud {' '.join(path)} --help: {proc.stderr}"
+    text = ANSI.sub("", proc.stdout)
+    assert f"gcloud {' '.join(path)} -" in " ".join(text.split()), text[:300]
+    return text
+
+
+def printed_commands(stdout: str) -> list[list[str]]:
+    """gcloud commands in deploy.sh's closing instructions (with \\ continuations)."""
+    joined = stdout.replace("\\\n", " ")
+    argvs = []
+    for line in joined.splitlines():
+        line = line.strip()
+        for prefix in ("function ", "workflow "):
+            line = line.removeprefix(prefix).strip()
+        if line.startswith("gcloud "):
+            argvs.append(shlex.split(line)[1:])
+    return argvs
+
+
+def collect_argvs(root: Path) -> list[list[str]]:
+    argvs: list[list[str]] = []
+    cloud = FakeCloud(root / "fresh", {"config_project": ""})
+    dry = cloud.deploy("--dry-run", env={"PROJECT_ID": "test-project"})
+    assert dry.returncode == 0, dry.stderr
+    argvs += dry.dry_run_argvs()
+    cloud.write_state({"config_project": "test-project"})
+    for args in ((), ("--use-invoker-role",), ("--destroy", "--yes"), ("--destroy", "--dry-run")):
+        result = cloud.deploy(*args)
+        assert result.returncode == 0, result.stderr
+        argvs += [call.argv for call in result.calls]
+        argvs += result.dry_run_argvs()
+        if not args:
+            argvs += printed_commands(result.stdout)
+    # A deleted custom role with extra permissions: undelete and update.
+    state = cloud.read_state()
+    state["roles"]["workflowsCallbackSender"]["includedPermissions"] = ["x.y.z"]
+    cloud.write_state(state)
+    repaired = cloud.deploy("--dry-run")
+    assert repaired.returncode == 0, repaired.stderr
+    argvs += repaired.dry_run_argvs() + [call.argv for call in repaired.calls]
+    return argvs
+
+
+def test_every_gcloud_command_and_flag_exists(
+    gcloud: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    surface = surface_root(gcloud)
+    flags_by_command: dict[tuple[str, ...], set[str]] = {}
+    for argv in collect_argvs(tmp_path):
+        path = command_path(argv, surface)
+        flags_by_command.setdefault(path, set()).update(flag_names(argv))
+    must_cover = {
+        ("functions", "deploy"),
+        ("pubsub", "subscriptions", "update"),
+        ("eventarc", "triggers", "describe"),
+        ("workflows", "deploy"),
+        ("workflows", "run"),
+        ("iam", "roles", "undelete"),
+        ("iam", "roles", "update"),
+        ("run", "services", "add-iam-policy-binding"),
+        ("projects", "remove-iam-policy-binding"),
+    }
+    assert must_cover <= flags_by_command.keys()
+
+    # --help takes 1-3 s per command; a few in parallel keeps this well under a minute.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        helps = dict(
+            zip(
+                flags_by_command,
+                pool.map(lambda p: fetch_help(gcloud, gcloud_env, p), flags_by_command),
+                strict=True,
+            )
+        )
+    missing = {
+        " ".join(path): sorted(f for f in flags if not help_mentions(helps[path], f))
+        for path, flags in flags_by_command.items()
+    }
+    missing = {command: flags for command, flags in missing.items() if flags}
+    assert missing == {}, f"flags not in gcloud's own --help: {missing}"
+
+
+def test_help_check_catches_a_made_up_flag(gcloud: Path, gcloud_env: dict[str, str]) -> None:
+    surface = surface_root(gcloud)
+    path = command_path(["pubsub", "subscriptions", "update", "s", "--max-retries=3"], surface)
+    assert path == ("pubsub", "subscriptions", "update")
+    text = fetch_help(gcloud, gcloud_env, path)
+    assert help_mentions(text, "--max-delivery-attempts")
+    assert not help_mentions(text, "--max-retries")
+    assert not help_mentions(text, "--max-retry")
+    with pytest.raises(AssertionError, match="not a gcloud command"):
+        command_path(["pubsub", "topics", "recreate", "t"], surface)
+
+
+def test_gcloudignore_keeps_only_runtime_files(
+    gcloud: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    source = tmp_path / "function"
+    shutil.copytree(REPO / "function", source, ignore=shutil.ignore_patterns("__pycache__"))
+    junk = [
+        "tests/test_relay.py",
+        "tests/__init__.py",
+        "tools/publish.py",
+        "conftest.py",
+        "test_local.py",
+        "__pycache__/main.cpython-312.pyc",
+        "callback_relay/__pycache__/relay.cpython-312.pyc",
+        ".pytest_cache/v/cache/lastfailed",
+        ".mypy_cache/3.11/main.meta.json",
+        ".ruff_cache/CACHEDIR.TAG",
+        ".hypothesis/examples/x",
+        ".venv/bin/python",
+        "callback_relay/relay.pyc",
+        ".coverage",
+    ]
+    for name in junk:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("x", encoding="utf-8")
+    proc = subprocess.run(
+        [str(gcloud), "meta", "list-files-for-upload", str(source)],
+        env=gcloud_env,
+        capture_output=True,
+        text=True,
+        timeout=HELP_TIMEOUT,
+        check=True,
+    )
+    uploaded = set(proc.stdout.split())
+    expected = {
+        str(p.relative_to(REPO / "function"))
+        for p in (REPO / "function").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.name != ".gcloudignore"
+    }
+    assert {"main.py", "requirements.txt", "callback_relay/relay.py"} <= uploaded
+    assert uploaded == expected

@@ -1,0 +1,119 @@
+"""deploy.sh, workflow.yaml and the function's config agree on names.
+
+Reads all three: the relay topic the workflow publishes to by default is the
+one deploy.sh creates and triggers the function from; the workflow reads the
+RELAY_TOPIC deploy.sh sets; every variable deploy.sh gives the function is one
+callback_relay.config reads, with values it accepts; the defaults agree.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from callback_relay import config
+from tests.deploy.harness import DEPLOY_SH, PROJECT, PROJECT_NUMBER, REGION, REPO, FakeCloud
+from tests.deploy.harness import parse_env_vars as parse_gcloud_env_vars
+
+WORKFLOW_YAML = REPO / "workflow.yaml"
+CONFIG_PY = REPO / "function" / "callback_relay" / "config.py"
+MAIN_PY = REPO / "function" / "main.py"
+# The fixed names (prompts/common.md): the contract between the pieces.
+RELAY_TOPIC = "workflows-callback-relay"
+WORKFLOW = "callback-relay-demo"
+FUNCTION_ENV_VARS = {
+    "ALLOWED_WORKFLOWS",
+    "CALLBACK_RETRY_DEADLINE_SECONDS",
+    "CALLBACK_CONNECT_TIMEOUT_SECONDS",
+    "CALLBACK_READ_TIMEOUT_SECONDS",
+    "LOG_LEVEL",
+    "THREADS",
+}
+
+
+def deploy_default(name: str) -> str:
+    text = DEPLOY_SH.read_text(encoding="utf-8")
+    match = re.search(rf'^{name}="\$\{{{name}:-([^}}]*)\}}"$', text, re.MULTILINE)
+    assert match, f"deploy.sh has no default for {name}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def deploy_argv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    cloud = FakeCloud(tmp_path_factory.mktemp("names"))
+    result = cloud.deploy()
+    assert result.returncode == 0, result.stderr
+    (function,) = result.find("functions deploy")
+    (workflow,) = result.find("workflows deploy")
+    return {"function": function.argv, "workflow": workflow.argv}
+
+
+def flag(argv: list[str], name: str) -> str:
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")]
+    assert len(values) == 1, (name, argv)
+    return values[0]
+
+
+def test_resource_name_defaults() -> None:
+    assert deploy_default("RELAY_TOPIC") == RELAY_TOPIC
+    assert deploy_default("DEAD_LETTER_TOPIC") == f"{RELAY_TOPIC}-dead-letter"
+    assert deploy_default("DEAD_LETTER_SUBSCRIPTION") == f"{RELAY_TOPIC}-dead-letter-sub"
+    assert deploy_default("FUNCTION_NAME") == "workflows-callback-relay"
+    assert deploy_default("WORKFLOW_NAME") == WORKFLOW
+    assert deploy_default("FUNCTION_SA_NAME") == "callback-relay-fn"
+    assert deploy_default("TRIGGER_SA_NAME") == "callback-relay-trigger"
+    assert deploy_default("WORKFLOW_SA_NAME") == "callback-relay-workflow"
+    assert deploy_default("CUSTOM_ROLE_ID") == "workflowsCallbackSender"
+
+
+def test_workflow_reads_the_topic_deploy_sets(deploy_argv: dict[str, list[str]]) -> None:
+    text = WORKFLOW_YAML.read_text(encoding="utf-8")
+    yaml.safe_load(text)  # it parses
+    defaults = re.findall(r'sys\.get_env\("RELAY_TOPIC",\s*"([^"]+)"\)', text)
+    assert defaults, "workflow.yaml does not read RELAY_TOPIC with sys.get_env"
+    assert set(defaults) == {RELAY_TOPIC}
+    workflow = deploy_argv["workflow"]
+    assert flag(workflow, "set-env-vars") == f"RELAY_TOPIC={RELAY_TOPIC}"
+    assert flag(workflow, "source") == str(WORKFLOW_YAML)
+    assert workflow[2] == WORKFLOW
+    # The function is triggered by the very topic the workflow publishes to.
+    assert flag(deploy_argv["function"], "trigger-topic") == RELAY_TOPIC
+
+
+def test_function_env_vars_are_the_ones_config_reads(deploy_argv: dict[str, list[str]]) -> None:
+    source = CONFIG_PY.read_text(encoding="utf-8")
+    env = parse_gcloud_env_vars(flag(deploy_argv["function"], "set-env-vars"))
+    assert set(env) == FUNCTION_ENV_VARS
+    for name in env:
+        assert f'"{name}"' in source, f"config.py does not read {name}"
+
+    settings = config.load_settings(env)  # raises ConfigError on a value it rejects
+    assert settings.retry_deadline_seconds == float(env["CALLBACK_RETRY_DEADLINE_SECONDS"])
+    assert settings.http_pool_size >= int(env["THREADS"])
+    for project in (PROJECT, PROJECT_NUMBER):
+        assert any(p.matches(project, REGION, WORKFLOW) for p in settings.allowed_workflows)
+    assert not any(p.matches(PROJECT, REGION, "other") for p in settings.allowed_workflows)
+    assert not any(p.matches("other", REGION, WORKFLOW) for p in settings.allowed_workflows)
+
+
+def test_timeout_defaults_agree_with_config() -> None:
+    # deploy.sh checks --timeout against these; they must be the relay's own defaults.
+    assert float(deploy_default("CALLBACK_RETRY_DEADLINE_SECONDS")) == (
+        config.DEFAULT_RETRY_DEADLINE_SECONDS
+    )
+    assert float(deploy_default("CALLBACK_CONNECT_TIMEOUT_SECONDS")) == (
+        config.DEFAULT_CONNECT_TIMEOUT_SECONDS
+    )
+    assert float(deploy_default("CALLBACK_READ_TIMEOUT_SECONDS")) == (
+        config.DEFAULT_READ_TIMEOUT_SECONDS
+    )
+
+
+def test_entry_point_exists(deploy_argv: dict[str, list[str]]) -> None:
+    entry_point = flag(deploy_argv["function"], "entry-point")
+    assert entry_point == "relay"
+    assert re.search(rf"^def {entry_point}\(", MAIN_PY.read_text(encoding="utf-8"), re.MULTILINE)
+    assert Path(flag(deploy_argv["function"], "source")) == MAIN_PY.parent
