@@ -77,7 +77,7 @@ def _load(relay: str, stack: Stack) -> Any:
     return module
 
 
-def profile(relay: str, stack: Stack, count: int, top: int) -> float:
+def profile(relay: str, stack: Stack, count: int, top: int, callers: str | None = None) -> float:
     module = _load(relay, stack)
     stack.reset()
     urls = stack.callback_urls(count + 20)
@@ -92,7 +92,10 @@ def profile(relay: str, stack: Stack, count: int, top: int) -> float:
     profiler.disable()
     elapsed = time.perf_counter() - started
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
+    stats.print_stats(top)
+    if callers:
+        stats.print_callers(callers)
     print(f"== {relay}: {elapsed / count * 1000:.3f} ms per message (under cProfile)")
     print(out.getvalue())
     return elapsed / count
@@ -103,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--relays", default="floor,relay")
+    parser.add_argument("--callers", help="also print who calls functions matching this regex")
     args = parser.parse_args(argv)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     with loopback_stack(log_dir) as stack:
         for relay in args.relays.split(","):
-            profile(relay, stack, args.messages, args.top)
+            profile(relay, stack, args.messages, args.top, args.callers)
     return 0
 
 

@@ -1,8 +1,11 @@
 """One OAuth2 access token per process, shared by every thread.
 
 google-auth credentials are not safe to refresh from several threads at once,
-so the refresh runs under a lock and only when the cached token is near its
-expiry. Reads of a fresh token take no lock at all.
+so a refresh runs under a lock. The lock is never in the way of a token that
+still works: reads of a fresh token take no lock, and once the token enters
+its refresh window one thread refreshes it while every other thread goes on
+using the cached token. Only a caller with no usable token waits, and only up
+to ``wait_seconds``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ import requests
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Refresh this long before expiry (google-auth's own threshold is 3 min 45 s).
 REFRESH_MARGIN_SECONDS = 300.0
+# Stop sending a token this long before it expires: it must outlive the request.
+EXPIRY_SAFETY_SECONDS = 30.0
+# After a failed early refresh, keep using the token this long before trying again.
+EARLY_REFRESH_RETRY_SECONDS = 5.0
+# How long a caller without a usable token waits for another thread's refresh.
+DEFAULT_WAIT_SECONDS = 20.0
 
 
 class TokenUnavailable(RuntimeError):
@@ -46,25 +55,57 @@ class AccessTokenProvider:
         credentials_factory: Callable[[], RefreshableCredentials] = default_credentials,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
     ) -> None:
         self._credentials_factory = credentials_factory
         self._credentials: RefreshableCredentials | None = None
         self._session = session
         self._clock = clock
+        self._wait_seconds = wait_seconds
         self._lock = threading.Lock()
-        # (token, monotonic time after which it must be refreshed); replaced atomically.
-        self._cached: tuple[str, float] | None = None
+        # (token, refresh after, unusable after), in monotonic seconds; replaced atomically.
+        self._cached: tuple[str, float, float] | None = None
         self.refresh_count = 0
 
-    def token(self) -> str:
+    def token(self, wait_seconds: float | None = None) -> str:
+        """The cached token, refreshed when due; waits at most ``wait_seconds`` for a refresh."""
         cached = self._cached
-        if cached is not None and self._clock() < cached[1]:
+        now = self._clock()
+        if cached is not None and now < cached[1]:
             return cached[0]
-        with self._lock:
+        if cached is not None and now < cached[2]:
+            return self._refresh_early(cached[0])
+        wait = self._wait_seconds if wait_seconds is None else min(wait_seconds, self._wait_seconds)
+        if not self._lock.acquire(timeout=max(wait, 0.0)):
+            raise TokenUnavailable(f"no token after waiting {wait:g} s for a refresh")
+        try:
             cached = self._cached
-            if cached is not None and self._clock() < cached[1]:
+            if cached is not None and self._clock() < cached[2]:
                 return cached[0]
             return self._refresh()
+        finally:
+            self._lock.release()
+
+    def _refresh_early(self, current: str) -> str:
+        """Refresh a token that still works, without making anyone wait for it."""
+        if not self._lock.acquire(blocking=False):
+            return current  # another thread is refreshing it
+        try:
+            cached = self._cached
+            if cached is None or cached[0] != current:
+                # Replaced or invalidated while this thread was not holding the lock.
+                if cached is not None and self._clock() < cached[2]:
+                    return cached[0]
+                return self._refresh()
+            try:
+                return self._refresh()
+            except TokenUnavailable:
+                # Still valid: keep using it, and try again a little later.
+                retry_at = min(self._clock() + EARLY_REFRESH_RETRY_SECONDS, cached[2])
+                self._cached = (current, retry_at, cached[2])
+                return current
+        finally:
+            self._lock.release()
 
     def invalidate(self, token: str) -> None:
         """Drop ``token`` (for example after a 401) so that the next call refreshes."""
@@ -87,8 +128,10 @@ class AccessTokenProvider:
         self.refresh_count += 1
         lifetime = 3600.0
         if self._credentials.expiry is not None:
-            now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-            lifetime = (self._credentials.expiry - now).total_seconds()
+            utc_now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+            lifetime = (self._credentials.expiry - utc_now).total_seconds()
         margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
-        self._cached = (token, self._clock() + lifetime - margin)
+        safety = min(EXPIRY_SAFETY_SECONDS, lifetime / 4)
+        now = self._clock()
+        self._cached = (token, now + lifetime - margin, now + lifetime - safety)
         return token

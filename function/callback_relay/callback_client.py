@@ -78,7 +78,7 @@ class CallbackClient:
         self, method: str, url: str, body: bytes | None, idempotency_key: str, remaining: float
     ) -> Classification:
         try:
-            token = self.tokens.token()
+            token = self.tokens.token(wait_seconds=remaining)
         except TokenUnavailable as exc:
             return Classification(Kind.TRANSIENT, f"no access token: {exc}")
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": idempotency_key}

@@ -47,6 +47,10 @@ class FakeMetadataServer(LoopbackServer):
         self._fail_status = 500
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        # Cleared to hold token requests until it is set again (tests of slow refreshes).
+        self.token_gate = threading.Event()
+        self.token_gate.set()
+        self.token_requests_waiting = 0
         super().__init__(self._handler(), port)
 
     def fail_token_requests(self, count: int, status: int = 500) -> None:
@@ -60,6 +64,12 @@ class FakeMetadataServer(LoopbackServer):
             return token in self.issued_tokens
 
     def _token_reply(self) -> tuple[int, Any]:
+        if not self.token_gate.is_set():
+            with self._lock:
+                self.token_requests_waiting += 1
+            self.token_gate.wait(30)
+            with self._lock:
+                self.token_requests_waiting -= 1
         if self.token_delay_seconds:
             time.sleep(self.token_delay_seconds)
         with self._lock:

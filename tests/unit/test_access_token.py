@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
-from callback_relay.access_token import AccessTokenProvider, TokenUnavailable
+from callback_relay.access_token import (
+    EARLY_REFRESH_RETRY_SECONDS,
+    EXPIRY_SAFETY_SECONDS,
+    AccessTokenProvider,
+    TokenUnavailable,
+)
 from tests.fakes.metadata_server import FakeMetadataServer
 
 
@@ -93,3 +100,94 @@ class _Credentials:
 def test_refresh_without_a_token_is_unavailable() -> None:
     with pytest.raises(TokenUnavailable):
         AccessTokenProvider(credentials_factory=_Credentials).token()
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def test_refresh_in_progress_does_not_hold_up_a_valid_token(
+    metadata_server: FakeMetadataServer,
+) -> None:
+    now = [0.0]
+    provider = AccessTokenProvider(clock=lambda: now[0])
+    first = provider.token()
+    before = metadata_server.token_requests
+    now[0] = 3599 - 200  # inside the refresh window, far from expiry
+    metadata_server.token_gate.clear()
+    refreshed: list[str] = []
+    refresher = threading.Thread(target=lambda: refreshed.append(provider.token()))
+    try:
+        refresher.start()
+        _wait_until(lambda: metadata_server.token_requests_waiting == 1)
+        # The refresh is stuck in the metadata server; other callers are not.
+        reader_tokens: list[str] = []
+        reader = threading.Thread(target=lambda: reader_tokens.append(provider.token()))
+        reader.start()
+        reader.join(1.0)
+        assert not reader.is_alive(), "a caller with a valid token waited for the refresh"
+        assert reader_tokens == [first]
+    finally:
+        metadata_server.token_gate.set()
+    refresher.join(5)
+    assert refreshed
+    assert refreshed[0] != first
+    assert provider.token() == refreshed[0]
+    assert metadata_server.token_requests - before == 1
+
+
+def test_failed_early_refresh_keeps_the_valid_token(metadata_server: FakeMetadataServer) -> None:
+    now = [0.0]
+    provider = AccessTokenProvider(clock=lambda: now[0])
+    first = provider.token()
+    before = metadata_server.token_requests
+    now[0] = 3599 - 200
+    metadata_server.fail_token_requests(5, status=403)  # 403: google-auth does not retry it
+    try:
+        assert provider.token() == first
+        tried = metadata_server.token_requests - before
+        assert tried >= 1
+        # No new attempt on every call: the next one waits EARLY_REFRESH_RETRY_SECONDS.
+        assert provider.token() == first
+        assert metadata_server.token_requests - before == tried
+    finally:
+        metadata_server.fail_token_requests(0)
+    now[0] += EARLY_REFRESH_RETRY_SECONDS + 1
+    assert provider.token() != first
+
+
+def test_a_token_near_expiry_is_never_sent(metadata_server: FakeMetadataServer) -> None:
+    now = [0.0]
+    provider = AccessTokenProvider(clock=lambda: now[0])
+    first = provider.token()
+    now[0] = 3599 - EXPIRY_SAFETY_SECONDS + 1
+    metadata_server.fail_token_requests(5, status=403)  # 403: google-auth does not retry it
+    try:
+        with pytest.raises(TokenUnavailable):
+            provider.token()
+    finally:
+        metadata_server.fail_token_requests(0)
+    assert provider.token() != first
+
+
+def test_caller_without_a_token_waits_a_bounded_time(metadata_server: FakeMetadataServer) -> None:
+    provider = AccessTokenProvider(wait_seconds=0.3)
+    metadata_server.token_gate.clear()
+    holder = threading.Thread(target=provider.token)
+    try:
+        holder.start()
+        _wait_until(lambda: metadata_server.token_requests_waiting == 1)
+        started = time.monotonic()
+        with pytest.raises(TokenUnavailable, match=r"waiting 0\.3 s"):
+            provider.token()
+        # The callback client passes what is left of its retry deadline.
+        with pytest.raises(TokenUnavailable, match=r"waiting 0\.05 s"):
+            provider.token(wait_seconds=0.05)
+        assert time.monotonic() - started < 2.0
+    finally:
+        metadata_server.token_gate.set()
+    holder.join(5)
