@@ -131,7 +131,7 @@ class AccessTokenProvider:
             utc_now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
             lifetime = (self._credentials.expiry - utc_now).total_seconds()
         margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
-        safety = min(EXPIRY_SAFETY_SECONDS, lifetime / 4)
+        safety = min(EXPIRY_SAFETY_SECONDS, lifetime / 10)
         now = self._clock()
         self._cached = (token, now + lifetime - margin, now + lifetime - safety)
         return token
