@@ -12,6 +12,8 @@ import os
 import re
 from collections.abc import Mapping
 
+from callback_relay import structured_log
+
 DEFAULT_RETRY_DEADLINE_SECONDS = 30.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
 DEFAULT_READ_TIMEOUT_SECONDS = 15.0
@@ -20,7 +22,7 @@ DEFAULT_READ_TIMEOUT_SECONDS = 15.0
 # base64-encoded, inside one Cloud Logging entry (256 KB) for replay.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES_LIMIT = 160 * 1024
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = tuple(structured_log.LEVELS)
 
 _WORKFLOW_SEGMENT = r"(?:\*|[A-Za-z0-9][A-Za-z0-9_-]{0,127})"
 _ALLOWED_WORKFLOW_RE = re.compile(

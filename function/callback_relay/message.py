@@ -100,6 +100,10 @@ def _from_object(fields: dict[str, Any]) -> CallbackMessage:
     return CallbackMessage(callback_url=url, method=method, body=body, expires_at=expires_at)
 
 
+# Built once: json.loads with a keyword builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_message_data(data: bytes, max_bytes: int) -> CallbackMessage:
     """Decode Pub/Sub message data into a CallbackMessage, or raise MessageRejected."""
     if len(data) > max_bytes:
@@ -117,7 +121,7 @@ def parse_message_data(data: bytes, max_bytes: int) -> CallbackMessage:
         # Shorthand: the data is just the callback URL.
         return _from_object({"callback_url": stripped})
     try:
-        fields = json.loads(stripped, parse_constant=_reject_constant)
+        fields = _DECODER.decode(stripped)
     except MessageRejected:
         raise
     except (ValueError, RecursionError) as exc:

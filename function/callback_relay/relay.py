@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,10 +33,10 @@ from callback_relay.pubsub_event import (
 )
 
 _SEVERITY = {
-    Kind.DELIVERED: logging.INFO,
-    Kind.EXECUTION_GONE: logging.WARNING,
-    Kind.ALREADY_PENDING: logging.WARNING,
-    Kind.PERMANENT: logging.ERROR,
+    Kind.DELIVERED: structured_log.INFO,
+    Kind.EXECUTION_GONE: structured_log.WARNING,
+    Kind.ALREADY_PENDING: structured_log.WARNING,
+    Kind.PERMANENT: structured_log.ERROR,
 }
 
 
@@ -70,13 +69,13 @@ class CallbackRelay:
         settings: Settings,
         policy: CallbackUrlPolicy,
         client: CallbackClient,
-        logger: logging.Logger,
+        log: structured_log.StructuredLog,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.client = client
-        self.logger = logger
+        self.log = log
         self.now = now
 
     # -- entry points -----------------------------------------------------
@@ -118,13 +117,13 @@ class CallbackRelay:
             outcome = RelayOutcome(
                 "expired", f"expired at {message.expires_at.isoformat()}", target=target
             )
-            self._log(logging.WARNING, outcome, context, replay=True)
+            self._log(structured_log.WARNING, outcome, context, replay=True)
             return outcome
         try:
             result = self.client.deliver(message.method, target.url, message.body, idempotency_key)
         except DeliveryDeferred as exc:
             outcome = self._outcome(exc.result, target, "redelivery_requested")
-            self._log(logging.WARNING, outcome, context)
+            self._log(structured_log.WARNING, outcome, context)
             raise RedeliveryRequested(
                 f"callback for {target.workflow_name} not delivered: {outcome.reason}"
             ) from None
@@ -154,7 +153,7 @@ class CallbackRelay:
         replay: dict[str, Any] | None = None,
     ) -> RelayOutcome:
         outcome = RelayOutcome(outcome_name, f"{reason}: {detail}")
-        self._log(logging.ERROR, outcome, context, replay=True, extra_replay=replay)
+        self._log(structured_log.ERROR, outcome, context, replay=True, extra_replay=replay)
         return outcome
 
     def _log(
@@ -165,7 +164,7 @@ class CallbackRelay:
         replay: bool = False,
         extra_replay: dict[str, Any] | None = None,
     ) -> None:
-        if not self.logger.isEnabledFor(level):
+        if not self.log.enabled(level):
             return
         fields: dict[str, Any] = {
             "outcome": outcome.outcome,
@@ -187,13 +186,13 @@ class CallbackRelay:
             }
         if replay:
             fields["replay"] = extra_replay or context.replay()
-        self.logger.log(level, f"{outcome.outcome}: {outcome.reason}", extra={"fields": fields})
+        self.log.write(level, f"{outcome.outcome}: {outcome.reason}", fields)
 
 
 def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:
     """Build the process-wide relay from the environment; raises ConfigError early."""
     settings = load_settings(os.environ if env is None else env)
-    logger = structured_log.configure(settings.log_level)
+    log = structured_log.StructuredLog(settings.log_level)
     session = build_session(settings.http_pool_size)
     client = CallbackClient(
         session=session,
@@ -203,4 +202,4 @@ def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:
         read_timeout_seconds=settings.read_timeout_seconds,
     )
     policy = CallbackUrlPolicy(settings.emulator_origin, settings.allowed_workflows)
-    return CallbackRelay(settings, policy, client, logger)
+    return CallbackRelay(settings, policy, client, log)

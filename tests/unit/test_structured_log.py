@@ -1,34 +1,42 @@
 from __future__ import annotations
 
+import io
 import json
-import logging
+import sys
 
 import pytest
 
 from callback_relay import structured_log
 
 
-def test_one_json_line_per_record(capsys: pytest.CaptureFixture[str]) -> None:
-    logger = structured_log.configure("INFO")
-    logger.warning("hello %s", "world", extra={"fields": {"outcome": "x", "n": 1}})
-    logger.debug("hidden")
+def test_one_json_line_per_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    log = structured_log.StructuredLog("INFO")
+    log.write(structured_log.WARNING, "hello wörld", {"outcome": "x", "n": 1})
+    log.write(structured_log.DEBUG, "hidden", {})
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0]) == {
         "severity": "WARNING",
-        "message": "hello world",
+        "message": "hello wörld",
         "outcome": "x",
         "n": 1,
     }
 
 
-def test_configure_twice_adds_one_handler() -> None:
-    structured_log.configure("INFO")
-    logger = structured_log.configure("DEBUG")
-    handlers = [h for h in logger.handlers if isinstance(h, structured_log.StdoutHandler)]
-    assert len(handlers) == 1
-    assert logger.level == logging.DEBUG
-    structured_log.configure("INFO")
+def test_level_threshold() -> None:
+    log = structured_log.StructuredLog("WARNING")
+    assert not log.enabled(structured_log.INFO)
+    assert log.enabled(structured_log.WARNING)
+    assert log.enabled(structured_log.ERROR)
+
+
+def test_a_broken_stdout_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise ValueError("I/O operation on closed file")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    structured_log.StructuredLog("INFO").write(structured_log.ERROR, "lost", {})
 
 
 def test_trace_fields_from_traceparent() -> None:
