@@ -9,38 +9,25 @@ sessions, ack on 2xx, nack (ack deadline 0) otherwise.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
-import datetime
-import json
 import threading
 from typing import Any
 
 import requests
 
-from bench.events import EVENT_TYPE
+from tools.eventarc_forwarder import binary_cloudevent
 
 
 def event_request(message: Any, subscription: str, topic: str) -> tuple[dict[str, str], bytes]:
-    published = message.publish_time.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    body: dict[str, Any] = {
-        "message": {
-            "data": base64.b64encode(message.data).decode("ascii"),
-            "attributes": dict(message.attributes),
-            "messageId": message.message_id,
-            "publishTime": published,
-        },
-        "subscription": subscription,
-    }
-    headers = {
-        "Content-Type": "application/json",
-        "ce-id": message.message_id,
-        "ce-source": f"//pubsub.googleapis.com/{topic}",
-        "ce-specversion": "1.0",
-        "ce-type": EVENT_TYPE,
-        "ce-time": published,
-    }
-    return headers, json.dumps(body).encode()
+    """The CloudEvent for a pulled message, built as tools.eventarc_forwarder builds it."""
+    return binary_cloudevent(
+        message.message_id,
+        message.data,
+        dict(message.attributes),
+        message.publish_time,
+        subscription,
+        topic,
+    )
 
 
 class Forwarder:
