@@ -177,6 +177,17 @@ def outcomes_of(stack: Stack, message_id: str) -> list[str]:
     ]
 
 
+def delivered_outcomes(stack: Stack, message_id: str) -> list[str]:
+    """The outcomes once the "delivered" line is written.
+
+    The workflow resumes when the callback API answers 200; the function writes
+    its log line just after reading that answer, so the line can trail the resume.
+    """
+    logged = wait_until(lambda: "delivered" in outcomes_of(stack, message_id), timeout=5)
+    assert logged, stack.function.tail()
+    return outcomes_of(stack, message_id)
+
+
 def max_gap_between_deliveries(stack: Stack, calls: list[Any]) -> float:
     """Longest pause between the starts of consecutive deliveries."""
     if stack.forwarder is not None:
@@ -217,7 +228,7 @@ def test_happy_path_payload_arrives_in_the_execution(stack: Stack) -> None:
     # The real google-auth path fetched the token from the fake metadata server.
     assert calls[0].bearer_token in stack.metadata.issued_tokens
     assert calls[0].headers.get("Content-Type", "").startswith("application/json")
-    outcomes = outcomes_of(stack, result["message_id"])
+    outcomes = delivered_outcomes(stack, result["message_id"])
     assert outcomes.count("delivered") == 1
     assert set(outcomes) <= {"delivered", "execution_gone", "already_pending"}
     if stack.forwarder is not None:
@@ -273,7 +284,7 @@ def test_transient_failure_is_redelivered_with_backoff(stack: Stack) -> None:
     calls = stack.workflows.calls_to(result["callback_url"])
     assert calls[-1].status == 200
     assert any(c.status == 503 for c in calls)
-    outcomes = outcomes_of(stack, result["message_id"])
+    outcomes = delivered_outcomes(stack, result["message_id"])
     # Deliveries may overlap (at-least-once), so their log lines need not be in order.
     assert outcomes.count("delivered") == 1
     assert outcomes.count("redelivery_requested") == len(outcomes) - 1 >= 1
