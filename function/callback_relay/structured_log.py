@@ -28,7 +28,7 @@ class StructuredLog:
 
     The relay logs one line per message, so this skips the logging module's
     record, caller lookup and handler chain, which cost as much again as the
-    line itself (bench/profile_relay.py). Flushing keeps a line from waiting in
+    line itself (``python -m bench.steps``). Flushing keeps a line from waiting in
     a buffer while the instance is throttled between requests.
     """
 
