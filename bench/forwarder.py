@@ -15,19 +15,7 @@ from typing import Any
 
 import requests
 
-from tools.eventarc_forwarder import binary_cloudevent
-
-
-def event_request(message: Any, subscription: str, topic: str) -> tuple[dict[str, str], bytes]:
-    """The CloudEvent for a pulled message, built as tools.eventarc_forwarder builds it."""
-    return binary_cloudevent(
-        message.message_id,
-        message.data,
-        dict(message.attributes),
-        message.publish_time,
-        subscription,
-        topic,
-    )
+from tools.eventarc_forwarder import pulled_cloudevent
 
 
 class Forwarder:
@@ -94,7 +82,7 @@ class Forwarder:
 
     def _forward(self, item: Any) -> None:
         try:
-            headers, body = event_request(item.message, self.subscription, self.topic)
+            headers, body = pulled_cloudevent(item.message, self.subscription, self.topic)
             try:
                 status = (
                     self._session()

@@ -78,6 +78,18 @@ def binary_cloudevent(
     return headers, body
 
 
+def pulled_cloudevent(message: Any, subscription: str, topic: str) -> tuple[dict[str, str], bytes]:
+    """binary_cloudevent for a message pulled with google-cloud-pubsub."""
+    return binary_cloudevent(
+        message.message_id,
+        message.data,
+        dict(message.attributes),
+        message.publish_time,
+        subscription,
+        topic,
+    )
+
+
 class EventarcForwarder:
     """Pull -> POST CloudEvent -> ack/nack, in a background thread until stopped."""
 
@@ -148,14 +160,7 @@ class EventarcForwarder:
 
     def _forward(self, item: Any) -> None:
         message = item.message
-        headers, body = binary_cloudevent(
-            message.message_id,
-            message.data,
-            dict(message.attributes),
-            message.publish_time,
-            self.subscription,
-            self.topic,
-        )
+        headers, body = pulled_cloudevent(message, self.subscription, self.topic)
         started = time.monotonic()
         sent_at = time.time()
         try:
