@@ -19,9 +19,10 @@ import time
 from typing import Any
 
 from bench.events import binary_event, message_data
-from bench.stack import REPO, Stack, function_argv
-from tests.support.ports import LOOPBACK, free_port, port_is_open
-from tests.support.processes import ManagedProcess
+from harness.ports import LOOPBACK, free_port, port_is_open
+from harness.processes import ManagedProcess
+from harness.relay_function import REPO
+from harness.stack import Stack
 
 TIMED_IMPORT = (
     "import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
@@ -99,7 +100,7 @@ def first_callback_seconds(stack: Stack, relay: str) -> float:
     request = binary_event(f"cold-{relay}-{port}", message_data(url, 0), f"{LOOPBACK}:{port}")
     process = ManagedProcess(
         f"cold-{relay}-{port}",
-        function_argv(relay, port),
+        stack.function_argv(relay, port),
         stack.log_dir / f"cold-{relay}-{port}.log",
         env=stack.function_env(relay, None),
         cwd=REPO,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench.events import binary_event, message_data
-from bench.procstat import cpu_seconds
+from harness.procstat import cpu_seconds
 
 
 class Connection:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.events import message_data
-from bench.stack import SOURCES, Stack, loopback_stack
+from bench.relays import BASELINES
+from harness.stack import Stack, loopback_stack
 
 
 class _Event:
@@ -65,9 +66,9 @@ def _load(relay: str, stack: Stack) -> Any:
     ):
         if name in env:
             os.environ[name] = env[name]
-    sys.path.insert(0, str(SOURCES[relay].parent))
+    sys.path.insert(0, str(stack.sources[relay][0].parent))
     try:
-        spec = importlib.util.spec_from_file_location(f"{relay}_main", SOURCES[relay])
+        spec = importlib.util.spec_from_file_location(f"{relay}_main", stack.sources[relay][0])
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", help="also print who calls functions matching this regex")
     args = parser.parse_args(argv)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    with loopback_stack(log_dir) as stack:
+    with loopback_stack(log_dir, extra_sources=BASELINES) as stack:
         for relay in args.relays.split(","):
             profile(relay, stack, args.messages, args.top, args.callers)
     return 0

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import coldstart
-from bench.procstat import peak_rss_mib
-from bench.stack import REPO, Stack, function_server, loopback_stack
+from bench.relays import BASELINES
+from harness.procstat import peak_rss_mib
+from harness.relay_function import REPO
+from harness.stack import Stack, function_server, loopback_stack
 
 RELAYS = ("relay", "floor", "naive")
 RESULTS = REPO / "bench" / "results"
@@ -248,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     cold: dict[str, Any] | None = None
     started = time.monotonic()
-    with loopback_stack(log_dir, token_delay_ms=args.token_delay_ms) as stack:
+    with loopback_stack(
+        log_dir, token_delay_ms=args.token_delay_ms, extra_sources=BASELINES
+    ) as stack:
         for threads in thread_settings:
             for round_index in range(args.rounds):
                 for relay in [r for r in round_order(round_index) if r in relays]:

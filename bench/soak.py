@@ -36,12 +36,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.forwarder import Forwarder
-from bench.procstat import children, wait_for_child
-from bench.stack import REPO, Stack, function_argv, loopback_stack
-from tests.support.emulator import PubSubEmulator, pubsub_emulator, unique_name
-from tests.support.ports import LOOPBACK, free_port
-from tests.support.processes import ManagedProcess
+from harness.eventarc_forwarder import EventarcForwarder
+from harness.ports import LOOPBACK, free_port
+from harness.processes import ManagedProcess
+from harness.procstat import children, wait_for_child
+from harness.pubsub_emulator import PubSubEmulator, pubsub_emulator, unique_name
+from harness.relay_function import RELAY_SOURCE, REPO, function_argv
+from harness.stack import Stack, loopback_stack
 
 ACKED_POISON_OUTCOMES = frozenset({"message_rejected", "url_refused", "expired"})
 BOOT_LINE = "Booting worker with pid"
@@ -73,7 +74,7 @@ class SoakConfig:
     drain_timeout_seconds: float = 300.0
     threads: int | None = None
     seed: int = 7
-    # "pull": Eventarc-shaped POSTs from a pull subscription (bench.forwarder);
+    # "pull": Eventarc-shaped POSTs from a pull subscription (harness.eventarc_forwarder);
     # "push": an emulator push subscription (stalls after a few failures, see README).
     delivery: str = "pull"
     forwarder_concurrency: int = 16
@@ -144,7 +145,7 @@ class FunctionUnderTest:
         index = len(self.processes)
         process = ManagedProcess(
             f"soak-relay-{index}",
-            function_argv("relay", self.port),
+            function_argv(RELAY_SOURCE, self.port),
             self.stack.log_dir / f"soak-relay-{self.port}-{index}.log",
             env=self.env,
             cwd=REPO,
@@ -231,12 +232,14 @@ def run_soak(
         )
         forwarder = None
         if config.delivery == "pull":
-            forwarder = Forwarder(
+            forwarder = EventarcForwarder(
                 emulator.subscriber(),
                 subscription,
                 topic,
                 function.url + "/",
+                batch_size=20,
                 concurrency=config.forwarder_concurrency,
+                keep_deliveries=False,
             ).start()
         urls = stack.callback_urls(config.messages)
         origin = stack.workflows_origin
@@ -368,7 +371,9 @@ def run_soak(
         master_alive=masters_alive,
         events=events,
         forwarder=(
-            {"statuses": forwarder.statuses, "errors": forwarder.errors[:10]} if forwarder else None
+            {"statuses": dict(forwarder.statuses), "errors": forwarder.errors[:10]}
+            if forwarder
+            else None
         ),
         token_failures=token_failures,
         publish_seconds=publish_seconds,

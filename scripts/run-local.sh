@@ -86,7 +86,7 @@ wait_for() {
 # wait_for_port NAME PORT SECONDS: until PORT accepts connections
 wait_for_port() {
     local name="$1" port="$2" seconds="$3" pid="${pids[-1]}"
-    if "$py" -c 'import sys; from tests.support.ports import wait_for_port as w
+    if "$py" -c 'import sys; from harness.ports import wait_for_port as w
 sys.exit(0 if w("127.0.0.1", int(sys.argv[1]), float(sys.argv[2])) else 1)' "$port" "$seconds" \
         && kill -0 "$pid" 2>/dev/null; then
         return 0
@@ -99,12 +99,12 @@ sys.exit(0 if w("127.0.0.1", int(sys.argv[1]), float(sys.argv[2])) else 1)' "$po
 ready_host() { sed -n 's/^READY \([^ ]*\).*/\1/p' "$logs/$1.log" | head -n1; }
 
 echo "== starting on free loopback ports (logs in $logs)"
-start metadata "$py" -m tests.fakes.metadata_server --port 0 --project "$project"
+start metadata "$py" -m harness.fake_metadata_server --port 0 --project "$project"
 wait_for metadata '^READY ' 15
 metadata_host="$(ready_host metadata)"
 echo "fake metadata server   $metadata_host"
 
-start workflows "$py" -m tests.fakes.workflows_api --port 0 --project "$project"
+start workflows "$py" -m harness.fake_workflows_api --port 0 --project "$project"
 wait_for workflows '^READY ' 15
 workflows_host="$(ready_host workflows)"
 echo "fake Workflows API     $workflows_host"
@@ -151,7 +151,7 @@ fi
 echo
 echo "== demo execution (the driver plays workflow.yaml's part)"
 status=0
-"$py" -m tools.demo_driver "${driver_args[@]}" || status=$?
+"$py" -m harness.demo_driver "${driver_args[@]}" || status=$?
 
 echo
 echo "== the relay function's log"

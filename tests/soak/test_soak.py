@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import SoakConfig, run_soak, table
-from tests.support.emulator import PubSubEmulator
+from harness.pubsub_emulator import PubSubEmulator
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 

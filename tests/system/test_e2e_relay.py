@@ -2,14 +2,14 @@
 
 The function runs under functions-framework (gunicorn, 8 threads) as a
 subprocess; tokens come from a fake metadata server through the real
-google-auth path; the workflow's part is played by tools.demo_driver, which
+google-auth path; the workflow's part is played by harness.demo_driver, which
 publishes exactly what workflow.yaml would publish. Every scenario runs on both
 delivery paths:
 
 - push: an emulator push subscription to /projects/P/topics/T, converted by
   functions-framework from the raw push body into a CloudEvent;
 - eventarc: a pull subscription whose messages are POSTed as Eventarc-shaped
-  binary CloudEvents (tools.eventarc_forwarder), acked on 2xx, nacked otherwise.
+  binary CloudEvents (harness.eventarc_forwarder), acked on 2xx, nacked otherwise.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.metadata_server import FakeMetadataServer
-from tests.fakes.workflows_api import FakeWorkflowsApi, Fault
-from tests.support.emulator import PubSubEmulator, unique_name
-from tests.support.processes import ManagedProcess
-from tests.support.pubsub_helpers import publish, pull
-from tests.support.relay_function import relay_function
-from tools.demo_driver import FakeWorkflowsControl, Trace, play_workflow, pubsub_delivery
-from tools.eventarc_forwarder import EventarcForwarder
+from harness.demo_driver import FakeWorkflowsControl, Trace, play_workflow, pubsub_delivery
+from harness.eventarc_forwarder import EventarcForwarder
+from harness.fake_metadata_server import FakeMetadataServer
+from harness.fake_workflows_api import FakeWorkflowsApi, Fault
+from harness.processes import ManagedProcess
+from harness.pubsub_emulator import PubSubEmulator, unique_name
+from harness.pubsub_helpers import publish, pull
+from harness.relay_function import relay_function
+from harness.workflow_message import PublishedMessage, build_published_message
 from tools.replay_dead_letters import replay
-from tools.workflow_message import PublishedMessage, build_published_message
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 

@@ -16,10 +16,10 @@ import flask.testing
 import functions_framework
 import pytest
 
-from tests import events
-from tests.attacker import AttackerServer
-from tests.fakes.metadata_server import FakeMetadataServer
-from tests.fakes.workflows_api import FakeWorkflowsApi, Fault, google_error, quota_fault
+from harness import cloudevents as events
+from harness.attacker_server import AttackerServer
+from harness.fake_metadata_server import FakeMetadataServer
+from harness.fake_workflows_api import FakeWorkflowsApi, Fault, google_error, quota_fault
 
 SOURCE = "function/main.py"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.emulator import emulator_unavailable_reason
-from tests.support.fixtures import skip_or_fail
-from tests.support.ports import port_is_open
-from tests.support.processes import child_env
+from harness.ports import port_is_open
+from harness.processes import child_env
+from harness.pubsub_emulator import PubSubEmulator
 
 REPO = Path(__file__).resolve().parents[2]
 HOPS = ["callback", "published", "delivered", "token", "callback", "resumed"]
@@ -60,11 +59,9 @@ def test_run_local_without_the_emulator_delivers_directly() -> None:
 
 @pytest.mark.slow
 @pytest.mark.emulator
-def test_run_local_with_the_emulator() -> None:
-    reason = emulator_unavailable_reason()
-    if reason is not None:
-        skip_or_fail(reason)
-
+def test_run_local_with_the_emulator(emulator: PubSubEmulator) -> None:
+    # The fixture applies the emulator policy (skip here, fail under CI=true);
+    # run-local.sh starts an emulator of its own.
     result = run_local()
 
     check_demo(result)

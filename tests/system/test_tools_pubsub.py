@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from callback_relay.message import parse_message_data
-from tests.support.emulator import PubSubEmulator, unique_name
-from tests.support.processes import child_env
-from tests.support.pubsub_helpers import drained, publish, pull
+from harness.processes import child_env
+from harness.pubsub_emulator import PubSubEmulator, unique_name
+from harness.pubsub_helpers import drained, publish, pull
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.emulator

@@ -15,7 +15,7 @@ from callback_relay.access_token import (
     AccessTokenProvider,
     TokenUnavailable,
 )
-from tests.fakes.metadata_server import FakeMetadataServer
+from harness.fake_metadata_server import FakeMetadataServer
 
 
 def test_concurrent_callers_fetch_the_token_once(metadata_server: FakeMetadataServer) -> None:

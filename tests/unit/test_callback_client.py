@@ -11,7 +11,7 @@ from callback_relay.callback_client import (
     DeliveryDeferred,
     build_session,
 )
-from tests.fakes.workflows_api import FakeWorkflowsApi, Fault
+from harness.fake_workflows_api import FakeWorkflowsApi, Fault
 
 
 class VirtualTime:

@@ -5,7 +5,7 @@ import base64
 import pytest
 
 from callback_relay.pubsub_event import EventRejected, delivery_from_event, project_from_source
-from tests import events
+from harness import cloudevents as events
 
 
 def test_eventarc_data() -> None:

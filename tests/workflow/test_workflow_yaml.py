@@ -1,7 +1,7 @@
 """Static checks of workflow.yaml: structure, connector call, message contract, names.
 
 No Workflows emulator exists, so these tests read the YAML and evaluate the
-message-building expressions (tools.workflow_message) to check that what the
+message-building expressions (harness.workflow_message) to check that what the
 workflow publishes is exactly what the relay and its schema accept.
 """
 
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callback_relay.message import parse_message_data
-from tools.workflow_message import (
+from harness.workflow_message import (
     PUBLISH_CONNECTOR,
     UnsupportedExpression,
     build_published_message,

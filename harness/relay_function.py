@@ -8,11 +8,34 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from tests.support.ports import LOOPBACK, free_port
-from tests.support.processes import ManagedProcess, child_env, managed_process
+from harness.ports import LOOPBACK, free_port
+from harness.processes import ManagedProcess, child_env, managed_process
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+RELAY_SOURCE = REPO / "function" / "main.py"
 FUNCTIONS_FRAMEWORK = Path(sys.executable).parent / "functions-framework"
+
+
+def function_argv(
+    source: Path,
+    port: int,
+    target: str = "relay",
+    signature_type: str = "cloudevent",
+) -> list[str]:
+    """functions-framework serving ``target`` from ``source`` on loopback, as deployed."""
+    return [
+        str(FUNCTIONS_FRAMEWORK),
+        "--source",
+        str(source),
+        "--target",
+        target,
+        "--signature-type",
+        signature_type,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
 
 
 @contextlib.contextmanager
@@ -41,19 +64,7 @@ def relay_function(
         },
         drop=("GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST", "ALLOWED_WORKFLOWS"),
     )
-    argv = [
-        str(FUNCTIONS_FRAMEWORK),
-        "--source",
-        str(REPO / "function" / "main.py"),
-        "--target",
-        target,
-        "--signature-type",
-        signature_type,
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
+    argv = function_argv(RELAY_SOURCE, port, target, signature_type)
     with managed_process(
         f"relay-function-{port}",
         argv,

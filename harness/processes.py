@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tests.support.ports import wait_for_port
+from harness.ports import wait_for_port
 
 
 class ProcessStartError(RuntimeError):

@@ -4,14 +4,14 @@ No Workflows emulator exists, so this driver does what `await_via_pubsub` does:
 it creates an execution and a callback on the fake Workflows API (the fake's
 control API stands in for events.create_callback_endpoint / await_callback),
 publishes exactly the message workflow.yaml would publish (built from the YAML
-by tools.workflow_message), and awaits the callback.
+by harness.workflow_message), and awaits the callback.
 
 Delivery: with PUBSUB_EMULATOR_HOST set and --topic given, the message goes to
 the emulator and an Eventarc-shaped forwarder pulls it from --subscription and
 POSTs it to the function; without the emulator it POSTs the same CloudEvent to
 the function directly.
 
-    python -m tools.demo_driver --workflows-api 127.0.0.1:P1 --metadata 127.0.0.1:P2 \
+    python -m harness.demo_driver --workflows-api 127.0.0.1:P1 --metadata 127.0.0.1:P2 \
         --function-url http://127.0.0.1:P3/ [--topic T --subscription S] --payload '{...}'
 """
 
@@ -32,8 +32,9 @@ from typing import Any, TextIO
 
 import requests
 
-from tools.eventarc_forwarder import Delivery, EventarcForwarder, binary_cloudevent
-from tools.workflow_message import PublishedMessage, build_published_message
+from harness.cloudevents import binary_cloudevent
+from harness.eventarc_forwarder import Delivery, EventarcForwarder
+from harness.workflow_message import PublishedMessage, build_published_message
 
 DEMO_WORKFLOW = "callback-relay-demo"
 
@@ -241,7 +242,7 @@ def token_requests(metadata: str | None) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.demo_driver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.demo_driver", description=__doc__)
     parser.add_argument("--workflows-api", required=True, help="fake Workflows API host:port")
     parser.add_argument("--metadata", help="fake metadata server host:port (token count)")
     parser.add_argument("--function-url", required=True, help="the relay function's URL")

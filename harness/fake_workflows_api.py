@@ -15,14 +15,21 @@ https://cloud.google.com/blog/products/application-development/using-single-exec
 Error bodies follow https://cloud.google.com/apis/design/errors.
 
 Faults can be injected, for tests of the relay's retries: a queue of canned
-answers (status, body, headers, delay, connection reset), or a callable that
-picks one per request.
+answers (status, body, headers, delay, connection reset), a callable that
+picks one per request, or random faults at given rates (``FaultRates``, decided
+per request with a seeded generator, for the benchmark and the soak). A "slow"
+fault is processed for real but answered after ``slow_seconds``, past the
+relay's read timeout: the relay's retry then meets the callback's own
+"already pending" 429, as it would in Workflows.
 
-Run as a CLI for other processes: ``python -m tests.fakes.workflows_api --port 0``
+Run as a CLI for other processes: ``python -m harness.fake_workflows_api --port 0``
 prints ``READY host:port``. A small JSON control API under ``/_fake/`` drives it:
 POST /_fake/executions {"workflow"} -> {"execution", "callback_url"}
 POST /_fake/await {"callback_url", "timeout"} -> the callback request, or 408
 POST /_fake/end {"execution"}; POST /_fake/faults [fault, ...]; GET /_fake/calls.
+For load: POST /_fake/bulk {"count", "workflow"} -> {"callback_urls"} (one fresh
+execution per callback); POST /_fake/reset; GET /_fake/stats (calls by status,
+faults by kind); GET /_fake/ledger ([path, Idempotency-Key, status, received_at]).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import contextlib
 import dataclasses
 import http.server
 import json
+import random
 import re
 import socket
 import ssl
@@ -43,7 +51,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tests.fakes.loopback_server import LoopbackServer, QuietHandler
+from harness.loopback_server import LoopbackServer, QuietHandler
 
 # The same rule the relay enforces: an execution's callback URL and nothing else.
 CALLBACK_PATH_RE = re.compile(
@@ -84,6 +92,22 @@ def quota_fault(retry_after: int = 1) -> Fault:
         google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Requests'."),
         {"Retry-After": str(retry_after)},
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultRates:
+    """Probability of each fault per callback request (they are exclusive)."""
+
+    server_error: float = 0.0
+    quota: float = 0.0
+    slow: float = 0.0
+    reset: float = 0.0
+    slow_seconds: float = 2.0
+    quota_retry_after: int = 1
+
+    @property
+    def total(self) -> float:
+        return self.server_error + self.quota + self.slow + self.reset
 
 
 @dataclasses.dataclass
@@ -140,7 +164,12 @@ class FakeWorkflowsApi(LoopbackServer):
         ssl_context: ssl.SSLContext | None = None,
         token_validator: Callable[[str], bool] | None = None,
         port: int = 0,
+        rates: FaultRates | None = None,
+        seed: int = 1,
     ) -> None:
+        self.rates = rates or FaultRates()
+        self.fault_counts: collections.Counter[str] = collections.Counter()
+        self._random = random.Random(seed)  # noqa: S311 - fault injection, not security
         self.project = project
         self.location = location
         self.token_validator = token_validator
@@ -255,7 +284,36 @@ class FakeWorkflowsApi(LoopbackServer):
         with self._cond:
             if self.faults:
                 return self.faults.popleft()
-        return self.fault_picker(call) if self.fault_picker else None
+        if self.fault_picker is not None:
+            return self.fault_picker(call)
+        return self._random_fault(call)
+
+    def _random_fault(self, call: RecordedCall) -> Fault | None:
+        r = self.rates
+        if r.total <= 0 or CALLBACK_PATH_RE.fullmatch(call.path) is None:
+            return None
+        with self._cond:
+            draw = self._random.random()
+        kind = None
+        fault: Fault | None = None
+        if draw < r.server_error:
+            kind = "5xx"
+            fault = Fault(503, google_error(503, "UNAVAILABLE", "The service is unavailable."))
+        elif draw < r.server_error + r.quota:
+            kind = "quota_429"
+            fault = quota_fault(r.quota_retry_after)
+        elif draw < r.server_error + r.quota + r.slow:
+            kind = "slow"
+            # Processed now, answered late: the client has given up by then.
+            status, body = self._answer(call)
+            fault = Fault(status, body, delay_seconds=r.slow_seconds)
+        elif draw < r.total:
+            kind = "reset"
+            fault = Fault(reset=True)
+        if kind is not None:
+            with self._cond:
+                self.fault_counts[kind] += 1
+        return fault
 
     def _control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         data = json.loads(body or b"null")
@@ -278,6 +336,32 @@ class FakeWorkflowsApi(LoopbackServer):
         if method == "GET" and path == "/_fake/calls":
             with self._cond:
                 return 200, [c.to_json() for c in self.calls]
+        if method == "POST" and path == "/_fake/bulk":
+            workflow = str(data.get("workflow", "callback-relay-demo"))
+            urls = [
+                self.create_callback(self.create_execution(workflow))
+                for _ in range(int(data["count"]))
+            ]
+            return 200, {"callback_urls": urls}
+        if method == "POST" and path == "/_fake/reset":
+            with self._cond:
+                self.calls.clear()
+                self._executions.clear()
+                self.fault_counts.clear()
+            return 200, {}
+        if method == "GET" and path == "/_fake/stats":
+            with self._cond:
+                statuses = collections.Counter(str(c.status) for c in self.calls)
+                return 200, {
+                    "calls": len(self.calls),
+                    "by_status": dict(statuses),
+                    "faults": dict(self.fault_counts),
+                }
+        if method == "GET" and path == "/_fake/ledger":
+            with self._cond:
+                return 200, [
+                    [c.path, c.idempotency_key, c.status, c.received_at] for c in self.calls
+                ]
         return 404, {"error": "unknown control path"}
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
@@ -347,12 +431,31 @@ def main() -> None:
     parser.add_argument("--location", default="us-central1")
     parser.add_argument("--tls-cert", help="PEM certificate chain; serve HTTPS")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument("--p-5xx", type=float, default=0.0, help="503 UNAVAILABLE")
+    parser.add_argument("--p-quota", type=float, default=0.0, help="429 RESOURCE_EXHAUSTED quota")
+    parser.add_argument("--p-slow", type=float, default=0.0, help="processed, answered late")
+    parser.add_argument("--p-reset", type=float, default=0.0, help="connection reset, unprocessed")
+    parser.add_argument("--slow-seconds", type=float, default=2.0)
+    parser.add_argument("--retry-after", type=int, default=1, help="Retry-After of quota 429s")
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     context = None
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-    fake = FakeWorkflowsApi(args.project, args.location, context, port=args.port)
+    rates = FaultRates(
+        server_error=args.p_5xx,
+        quota=args.p_quota,
+        slow=args.p_slow,
+        reset=args.p_reset,
+        slow_seconds=args.slow_seconds,
+        quota_retry_after=args.retry_after,
+    )
+    if rates.total > 1:
+        parser.error("fault probabilities add up to more than 1")
+    fake = FakeWorkflowsApi(
+        args.project, args.location, context, port=args.port, rates=rates, seed=args.seed
+    )
     fake.serve_cli()
 
 

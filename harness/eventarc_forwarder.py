@@ -6,9 +6,11 @@ Eventarc's Pub/Sub trigger POSTs a binary-mode CloudEvent: ``ce-*`` headers
 ``{"message": {data, attributes, messageId, publishTime}, "subscription": ...}``.
 This forwarder pulls from a subscription, POSTs each message in that shape, and
 acknowledges on 2xx; otherwise it nacks, so the subscription's retry policy and
-dead-letter policy apply, as they do in production.
+dead-letter policy apply, as they do in production. With ``concurrency`` above 1
+it POSTs from a pool of threads (the soak); in-flight work is bounded, so it
+stops pulling while the pool is busy.
 
-    python -m tools.eventarc_forwarder --subscription projects/P/subscriptions/S \
+    python -m harness.eventarc_forwarder --subscription projects/P/subscriptions/S \
         --topic projects/P/topics/T --target http://127.0.0.1:8080/
 
 Local use only (emulator via PUBSUB_EMULATOR_HOST).
@@ -17,10 +19,9 @@ Local use only (emulator via PUBSUB_EMULATOR_HOST).
 from __future__ import annotations
 
 import argparse
-import base64
+import collections
+import concurrent.futures
 import dataclasses
-import datetime
-import json
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 import requests
 
-EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+from harness.cloudevents import pulled_cloudevent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,55 +44,8 @@ class Delivery:
     seconds: float
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def binary_cloudevent(
-    message_id: str,
-    data: bytes,
-    attributes: dict[str, str],
-    publish_time: datetime.datetime,
-    subscription: str,
-    topic: str,
-) -> tuple[dict[str, str], bytes]:
-    """Headers and body of the CloudEvent Eventarc would send for this message."""
-    published = rfc3339(publish_time)
-    message: dict[str, Any] = {
-        "data": base64.b64encode(data).decode("ascii"),
-        "messageId": message_id,
-        "message_id": message_id,
-        "publishTime": published,
-        "publish_time": published,
-    }
-    if attributes:
-        message["attributes"] = attributes
-    headers = {
-        "Content-Type": "application/json",
-        "ce-id": message_id,
-        "ce-source": f"//pubsub.googleapis.com/{topic}",
-        "ce-specversion": "1.0",
-        "ce-type": EVENT_TYPE,
-        "ce-time": published,
-    }
-    body = json.dumps({"message": message, "subscription": subscription}).encode()
-    return headers, body
-
-
-def pulled_cloudevent(message: Any, subscription: str, topic: str) -> tuple[dict[str, str], bytes]:
-    """binary_cloudevent for a message pulled with google-cloud-pubsub."""
-    return binary_cloudevent(
-        message.message_id,
-        message.data,
-        dict(message.attributes),
-        message.publish_time,
-        subscription,
-        topic,
-    )
-
-
 class EventarcForwarder:
-    """Pull -> POST CloudEvent -> ack/nack, in a background thread until stopped."""
+    """Pull -> POST CloudEvent -> ack/nack, in background threads until stopped."""
 
     def __init__(
         self,
@@ -102,7 +56,9 @@ class EventarcForwarder:
         *,
         request_timeout: float = 60.0,
         batch_size: int = 10,
+        concurrency: int = 1,
         on_delivery: Callable[[Delivery], None] | None = None,
+        keep_deliveries: bool = True,
     ) -> None:
         self.subscriber = subscriber
         self.subscription = subscription
@@ -111,12 +67,20 @@ class EventarcForwarder:
         self.request_timeout = request_timeout
         self.batch_size = batch_size
         self.on_delivery = on_delivery
+        self.keep_deliveries = keep_deliveries
         self.deliveries: list[Delivery] = []
+        self.statuses: collections.Counter[int] = collections.Counter()
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._session = requests.Session()
+        self._local = threading.local()
         self._lock = threading.Lock()
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(concurrency, "forward")
+            if concurrency > 1
+            else None
+        )
+        self._in_flight = threading.BoundedSemaphore(concurrency * 2)
 
     def start(self) -> EventarcForwarder:
         self._thread = threading.Thread(target=self._run, name="eventarc-forwarder", daemon=True)
@@ -127,7 +91,8 @@ class EventarcForwarder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
-        self._session.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> EventarcForwarder:
         return self.start()
@@ -151,27 +116,49 @@ class EventarcForwarder:
             except api_exceptions.DeadlineExceeded:
                 continue
             except Exception as exc:  # noqa: BLE001 - keep forwarding; the error is recorded
-                with self._lock:
-                    self.errors.append(f"pull: {type(exc).__name__}: {exc}")
+                self._record_error(f"pull: {type(exc).__name__}: {exc}")
                 self._stop.wait(0.5)
                 continue
             for item in response.received_messages:
-                self._forward(item)
+                # Bounded in-flight work: stop pulling while the pool is busy.
+                while not self._in_flight.acquire(timeout=0.5):
+                    if self._stop.is_set():
+                        return
+                if self._pool is None:
+                    self._forward(item)
+                else:
+                    self._pool.submit(self._forward, item)
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            self._local.session = session
+        return session
 
     def _forward(self, item: Any) -> None:
+        try:
+            self._forward_one(item)
+        except Exception as exc:  # noqa: BLE001 - unacked, it is redelivered after its deadline
+            self._record_error(f"ack: {type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight.release()
+
+    def _forward_one(self, item: Any) -> None:
         message = item.message
         headers, body = pulled_cloudevent(message, self.subscription, self.topic)
         started = time.monotonic()
         sent_at = time.time()
         try:
-            reply = self._session.post(
+            reply = self._session().post(
                 self.target_url, data=body, headers=headers, timeout=self.request_timeout
             )
             status = reply.status_code
         except requests.RequestException as exc:
             status = -1
-            with self._lock:
-                self.errors.append(f"post: {type(exc).__name__}: {exc}")
+            self._local.session = None
+            self._record_error(f"post: {type(exc).__name__}: {exc}")
         delivery = Delivery(
             message.message_id,
             int(item.delivery_attempt or 0),
@@ -180,26 +167,28 @@ class EventarcForwarder:
             time.monotonic() - started,
         )
         with self._lock:
-            self.deliveries.append(delivery)
+            self.statuses[status] += 1
+            if self.keep_deliveries:
+                self.deliveries.append(delivery)
+        request: dict[str, Any] = {"subscription": self.subscription, "ack_ids": [item.ack_id]}
         if 200 <= status < 300:
-            self.subscriber.acknowledge(
-                request={"subscription": self.subscription, "ack_ids": [item.ack_id]}
-            )
+            self.subscriber.acknowledge(request=request)
         else:
             # A nack: Pub/Sub redelivers after the retry policy's backoff.
-            self.subscriber.modify_ack_deadline(
-                request={
-                    "subscription": self.subscription,
-                    "ack_ids": [item.ack_id],
-                    "ack_deadline_seconds": 0,
-                }
-            )
+            self.subscriber.modify_ack_deadline(request={**request, "ack_deadline_seconds": 0})
         if self.on_delivery is not None:
             self.on_delivery(delivery)
 
+    def _record_error(self, error: str) -> None:
+        with self._lock:
+            if len(self.errors) < 50:
+                self.errors.append(error)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.eventarc_forwarder", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.eventarc_forwarder", description=__doc__
+    )
     parser.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
     parser.add_argument("--topic", required=True, help="projects/P/topics/T (the event source)")
     parser.add_argument("--target", required=True, help="function URL")

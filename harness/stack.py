@@ -1,11 +1,12 @@
-"""The processes a benchmark or soak run needs, all on loopback, all stopped on exit.
+"""The local stack: every stand-in for Google Cloud on loopback, all stopped on exit.
 
 - a trustme CA and a server certificate for 127.0.0.1 (the CA file is what
   REQUESTS_CA_BUNDLE points the functions at);
-- the fake metadata server (tests.fakes.metadata_server) with a token delay;
-- the fake Workflows API over TLS (bench.workflows_server);
+- the fake metadata server (harness.fake_metadata_server) with a token delay;
+- the fake Workflows API over TLS (harness.fake_workflows_api, with fault rates);
 - functions under functions-framework, exactly as deployed (gunicorn, WORKERS=1,
-  THREADS default or given).
+  THREADS default or given). ``Stack.sources`` names them: the relay, plus
+  whatever a caller adds (the benchmark's baselines).
 """
 
 from __future__ import annotations
@@ -22,18 +23,11 @@ from typing import Any
 import requests
 import trustme
 
-from bench.procstat import wait_for_child
-from tests.support.ports import LOOPBACK, free_port
-from tests.support.processes import ManagedProcess, child_env, managed_process
+from harness.ports import LOOPBACK, free_port
+from harness.processes import ManagedProcess, child_env, managed_process
+from harness.procstat import wait_for_child
+from harness.relay_function import RELAY_SOURCE, REPO, function_argv
 
-REPO = Path(__file__).resolve().parents[1]
-FUNCTIONS_FRAMEWORK = Path(sys.executable).parent / "functions-framework"
-SOURCES = {
-    "relay": REPO / "function" / "main.py",
-    "floor": REPO / "bench" / "floor_function" / "main.py",
-    "naive": REPO / "bench" / "naive_function" / "main.py",
-}
-FLOOR_TOKEN = "ya29.bench-fixed-token"
 READY = r"READY (\S+)"
 
 
@@ -47,6 +41,10 @@ class Stack:
     workflows_origin: str
     control: requests.Session
     gcloud_config: Path
+    # Function name -> (main.py, extra environment); "relay" is this project's.
+    sources: dict[str, tuple[Path, dict[str, str]]] = dataclasses.field(
+        default_factory=lambda: {"relay": (RELAY_SOURCE, {})}
+    )
 
     def control_call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
         reply = self.control.request(
@@ -81,9 +79,9 @@ class Stack:
                 "REQUESTS_CA_BUNDLE": str(self.ca_path),
                 # No developer credentials: ADC must come from the fake metadata server.
                 "CLOUDSDK_CONFIG": str(self.gcloud_config),
-                "PYTHONPATH": str(SOURCES[relay].parent),
+                "PYTHONPATH": str(self.sources[relay][0].parent),
                 "LOG_LEVEL": "INFO",
-                **({"FLOOR_TOKEN": FLOOR_TOKEN} if relay == "floor" else {}),
+                **self.sources[relay][1],
                 **({"THREADS": str(threads)} if threads else {}),
                 **(extra or {}),
             },
@@ -98,21 +96,8 @@ class Stack:
         )
         return env
 
-
-def function_argv(relay: str, port: int) -> list[str]:
-    return [
-        str(FUNCTIONS_FRAMEWORK),
-        "--source",
-        str(SOURCES[relay]),
-        "--target",
-        "relay",
-        "--signature-type",
-        "cloudevent",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
+    def function_argv(self, relay: str, port: int) -> list[str]:
+        return function_argv(self.sources[relay][0], port)
 
 
 @dataclasses.dataclass
@@ -138,7 +123,7 @@ def function_server(
     port = port or free_port()
     with managed_process(
         name or f"{relay}-{port}",
-        function_argv(relay, port),
+        stack.function_argv(relay, port),
         stack.log_dir / f"{name or relay}-{port}.log",
         env=stack.function_env(relay, threads, extra_env),
         cwd=REPO,
@@ -168,6 +153,7 @@ def loopback_stack(
     token_delay_ms: float = 2.0,
     token_lifetime_seconds: int = 3599,
     workflows_args: Sequence[str] = (),
+    extra_sources: Mapping[str, tuple[Path, dict[str, str]]] | None = None,
 ) -> Iterator[Stack]:
     log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as exits:
@@ -182,7 +168,7 @@ def loopback_stack(
                 [
                     sys.executable,
                     "-m",
-                    "tests.fakes.metadata_server",
+                    "harness.fake_metadata_server",
                     "--port",
                     "0",
                     "--token-delay-ms",
@@ -203,7 +189,7 @@ def loopback_stack(
                 [
                     sys.executable,
                     "-m",
-                    "bench.workflows_server",
+                    "harness.fake_workflows_api",
                     "--port",
                     "0",
                     "--tls-cert",
@@ -232,6 +218,7 @@ def loopback_stack(
             f"https://{workflows_host}",
             control,
             gcloud_config,
+            {"relay": (RELAY_SOURCE, {}), **(extra_sources or {})},
         )
 
 

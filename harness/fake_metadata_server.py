@@ -9,7 +9,7 @@ imported; point both at ``server.host``. It asks for:
 Requests without ``Metadata-Flavor: Google`` get 403, as on GCE.
 https://cloud.google.com/compute/docs/metadata/querying-metadata
 
-Run as a CLI for other processes: ``python -m tests.fakes.metadata_server --port 0``
+Run as a CLI for other processes: ``python -m harness.fake_metadata_server --port 0``
 prints ``READY host:port``. ``GET /_fake/stats`` counts token requests and
 ``GET /_fake/fail?count=N&status=500`` fails the next N of them.
 """
@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from tests.fakes.loopback_server import LoopbackServer, QuietHandler
+from harness.loopback_server import LoopbackServer, QuietHandler
 
 SERVICE_ACCOUNT = "callback-relay-fn@test-project.iam.gserviceaccount.com"
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import LOOPBACK, free_port
-from tests.support.processes import ManagedProcess, child_env, managed_process
+from harness.ports import LOOPBACK, free_port
+from harness.processes import ManagedProcess, child_env, managed_process
 
 READY_LINE = r"Server started, listening on (\d+)"
 DEFAULT_PROJECT = "local-project"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.support.emulator import PubSubEmulator
+from harness.pubsub_emulator import PubSubEmulator
 
 
 def publish(emulator: PubSubEmulator, topic: str, data: bytes, **attributes: str) -> str:
