@@ -357,3 +357,35 @@ def test_readme_subworkflow_is_the_one_in_workflow_yaml(workflow: dict[str, Any]
     copies = [yaml.safe_load(b) for b in blocks if b.lstrip().startswith("await_via_pubsub:")]
     assert copies, "the README shows no await_via_pubsub block"
     assert copies[0]["await_via_pubsub"] == workflow["await_via_pubsub"]
+
+
+# -- what the subworkflow hands back never carries the callback's headers -------
+
+
+def _expressions(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in _expressions(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in _expressions(value)]
+    return []
+
+
+def test_subworkflow_never_returns_or_logs_the_callback_request_headers(
+    workflow: dict[str, Any],
+) -> None:
+    # The relay's Authorization header arrives in http_request.headers: returning
+    # or logging the request (or its headers) would copy the token into execution
+    # results and Cloud Logging.
+    outputs: list[str] = []
+    for _name, body in iter_steps(workflow["await_via_pubsub"]["steps"]):
+        if "return" in body:
+            outputs += _expressions(body["return"])
+        if body.get("call") == "sys.log":
+            outputs += _expressions(body.get("args"))
+    assert outputs, "found no return or sys.log step"
+    whole_request = re.compile(r"callback_request(\.http_request)?\s*\}")
+    for text in outputs:
+        assert "headers" not in text, text
+        assert not whole_request.search(text), text
