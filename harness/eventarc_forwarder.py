@@ -74,6 +74,7 @@ class EventarcForwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._local = threading.local()
+        self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._pool = (
             concurrent.futures.ThreadPoolExecutor(concurrency, "forward")
@@ -93,6 +94,10 @@ class EventarcForwarder:
             self._thread.join(timeout=timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        # Idle keep-alive connections would hold up the function's graceful shutdown.
+        with self._lock:
+            for session in self._sessions:
+                session.close()
 
     def __enter__(self) -> EventarcForwarder:
         return self.start()
@@ -135,6 +140,8 @@ class EventarcForwarder:
             session = requests.Session()
             session.trust_env = False
             self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
         return session
 
     def _forward(self, item: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import ssl
+import sys
 import threading
 from typing import Any, Self
 
@@ -32,6 +33,11 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, handler)
         self.ssl_context = ssl_context
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up on a keep-alive connection is normal, not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # TLS handshake in the connection's own thread, not in the accept loop.

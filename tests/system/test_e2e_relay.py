@@ -7,9 +7,13 @@ publishes exactly what workflow.yaml would publish. Every scenario runs on both
 delivery paths:
 
 - push: an emulator push subscription to /projects/P/topics/T, converted by
-  functions-framework from the raw push body into a CloudEvent;
+  functions-framework from the raw push body into a CloudEvent; the push goes
+  through a recording proxy (harness.recording_proxy) that keeps each answer;
 - eventarc: a pull subscription whose messages are POSTed as Eventarc-shaped
   binary CloudEvents (harness.eventarc_forwarder), acked on 2xx, nacked otherwise.
+
+Either way the test sees every delivery and the function's answer, which is the
+ack decision: "acknowledged once" is read from that record, never slept on.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from harness.fake_workflows_api import FakeWorkflowsApi, Fault
 from harness.processes import ManagedProcess
 from harness.pubsub_emulator import PubSubEmulator, unique_name
 from harness.pubsub_helpers import publish, pull
+from harness.recording_proxy import RecordingProxy
 from harness.relay_function import relay_function
 from harness.workflow_message import PublishedMessage, build_published_message
 from tools.replay_dead_letters import replay
@@ -61,6 +66,7 @@ class Stack:
     topic: str = ""
     subscription: str = ""
     forwarder: EventarcForwarder | None = None
+    proxy: RecordingProxy | None = None
 
     def route(
         self, *, dead_letter_topic: str | None = None, max_delivery_attempts: int | None = None
@@ -75,7 +81,8 @@ class Stack:
             "max_delivery_attempts": max_delivery_attempts,
         }
         if self.path == "push":
-            endpoint = f"{self.function_url}/{self.topic}"
+            self.proxy = RecordingProxy(self.function_url).start()
+            endpoint = f"{self.proxy.origin}/{self.topic}"
             self.subscription = self.emulator.create_subscription(
                 unique_name("push"), topic_id, push_endpoint=endpoint, **options
             )
@@ -119,6 +126,17 @@ class Stack:
     def publish(self, data: bytes, **attributes: str) -> str:
         return publish(self.emulator, self.topic, data, **attributes)
 
+    def deliveries(self) -> list[tuple[float, int]]:
+        """(sent at, the function's HTTP status) of every delivery so far."""
+        if self.forwarder is not None:
+            return [(d.sent_at, d.status) for d in self.forwarder.snapshot()]
+        assert self.proxy is not None
+        return [(r.received_at, r.status) for r in self.proxy.snapshot()]
+
+    def acked_once(self) -> bool:
+        """Exactly one delivery so far, and the function acknowledged it (2xx)."""
+        return [200 <= status < 300 for _, status in self.deliveries()] == [True]
+
     def function_log(self) -> list[dict[str, Any]]:
         entries = []
         for line in self.function.lines():
@@ -159,6 +177,8 @@ def stack(
             if built.forwarder is not None:
                 built.forwarder.stop()
                 built.forwarder.subscriber.close()
+            if built.proxy is not None:
+                built.proxy.stop()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
@@ -188,25 +208,10 @@ def delivered_outcomes(stack: Stack, message_id: str) -> list[str]:
     return outcomes_of(stack, message_id)
 
 
-def max_gap_between_deliveries(stack: Stack, calls: list[Any]) -> float:
+def max_gap_between_deliveries(stack: Stack) -> float:
     """Longest pause between the starts of consecutive deliveries."""
-    if stack.forwarder is not None:
-        starts = [d.sent_at for d in stack.forwarder.snapshot()]
-    else:
-        # Push: calls of one delivery come within the function's retry deadline.
-        starts = [group[0] for group in bursts([c.received_at for c in calls], gap=0.6)]
+    starts = sorted(sent_at for sent_at, _ in stack.deliveries())
     return max((b - a for a, b in itertools.pairwise(starts)), default=0.0)
-
-
-def bursts(times: list[float], gap: float) -> list[list[float]]:
-    """Group call times into deliveries: calls closer than `gap` belong to one delivery."""
-    groups: list[list[float]] = []
-    for moment in sorted(times):
-        if groups and moment - groups[-1][-1] < gap:
-            groups[-1].append(moment)
-        else:
-            groups.append([moment])
-    return groups
 
 
 # -- scenarios ------------------------------------------------------------------
@@ -231,10 +236,8 @@ def test_happy_path_payload_arrives_in_the_execution(stack: Stack) -> None:
     outcomes = delivered_outcomes(stack, result["message_id"])
     assert outcomes.count("delivered") == 1
     assert set(outcomes) <= {"delivered", "execution_gone", "already_pending"}
-    if stack.forwarder is not None:
-        forwarder = stack.forwarder
-        assert wait_until(lambda: len(forwarder.snapshot()) == 1, timeout=5)
-        assert 200 <= forwarder.snapshot()[0].status < 300
+    assert wait_until(lambda: len(stack.deliveries()) >= 1, timeout=5)
+    assert stack.acked_once(), stack.deliveries()
 
 
 @pytest.mark.parametrize(
@@ -254,14 +257,12 @@ def test_bad_message_is_acknowledged_and_logged(stack: Stack, data: bytes) -> No
             if e.get("message_id") == message_id and e.get("outcome") == "message_rejected"
         ]
 
-    assert wait_until(lambda: len(rejected()) >= 1, timeout=15), stack.function.tail()
-    # Acknowledged: no redelivery within several backoff periods.
-    time.sleep(BACKOFF_SECONDS * 3)
+    assert wait_until(lambda: len(stack.deliveries()) >= 1, timeout=15), stack.function.tail()
+    # The function's answer is the ack decision: one delivery, acknowledged.
+    assert stack.acked_once(), stack.deliveries()
     assert len(rejected()) == 1
     assert rejected()[0]["severity"] == "ERROR"
     assert stack.workflows.calls == []
-    if stack.forwarder is not None:
-        assert [200 <= d.status < 300 for d in stack.forwarder.snapshot()] == [True]
 
 
 def test_transient_failure_is_redelivered_with_backoff(stack: Stack) -> None:
@@ -288,15 +289,13 @@ def test_transient_failure_is_redelivered_with_backoff(stack: Stack) -> None:
     # Deliveries may overlap (at-least-once), so their log lines need not be in order.
     assert outcomes.count("delivered") == 1
     assert outcomes.count("redelivery_requested") == len(outcomes) - 1 >= 1
-    forwarder = stack.forwarder
-    if forwarder is not None:
-        assert wait_until(lambda: len(forwarder.snapshot()) == len(outcomes), timeout=5)
-        statuses = [d.status for d in forwarder.snapshot()]
-        assert statuses[0] >= 500
-        assert sum(200 <= status < 300 for status in statuses) == 1
+    assert wait_until(lambda: len(stack.deliveries()) == len(outcomes), timeout=5)
+    statuses = [status for _, status in sorted(stack.deliveries())]
+    assert statuses[0] >= 500
+    assert sum(200 <= status < 300 for status in statuses) == 1
     # The subscription's retry policy spaced the deliveries out. (The emulator is
     # not exact: its first redelivery after a nack can be immediate.)
-    assert max_gap_between_deliveries(stack, calls) >= 0.9 * BACKOFF_SECONDS
+    assert max_gap_between_deliveries(stack) >= 0.9 * BACKOFF_SECONDS
 
 
 def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
@@ -318,8 +317,8 @@ def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
         assert dead.message.attributes[name] == value
     # max_delivery_attempts=5: five deliveries, each asking for redelivery.
     assert outcomes_of(stack, message_id) == ["redelivery_requested"] * 5
-    calls = stack.workflows.calls_to(callback_url)
-    assert max_gap_between_deliveries(stack, calls) >= 0.9 * BACKOFF_SECONDS
+    assert max_gap_between_deliveries(stack) >= 0.9 * BACKOFF_SECONDS
+    assert [status >= 500 for _, status in stack.deliveries()] == [True] * 5
     if stack.forwarder is not None:
         attempts = [d.delivery_attempt for d in stack.forwarder.snapshot()]
         assert attempts == [1, 2, 3, 4, 5]
@@ -357,15 +356,13 @@ def test_late_callback_after_timeout_gets_404_and_is_acknowledged(stack: Stack) 
     late = json.dumps({"callback_url": callback_url, "payload": {"late": True}}).encode()
     message_id = stack.publish(late)
 
-    assert wait_until(lambda: len(stack.workflows.calls_to(callback_url)) >= 1, timeout=15)
-    time.sleep(BACKOFF_SECONDS * 3)
+    assert wait_until(lambda: len(stack.deliveries()) >= 1, timeout=15), stack.function.tail()
+    assert stack.acked_once(), stack.deliveries()
     calls = stack.workflows.calls_to(callback_url)
     assert [c.status for c in calls] == [404]
     gone = [e for e in stack.function_log() if e.get("message_id") == message_id]
     assert [e.get("outcome") for e in gone] == ["execution_gone"]
     assert gone[0]["severity"] == "WARNING"
-    if stack.forwarder is not None:
-        assert [200 <= d.status < 300 for d in stack.forwarder.snapshot()] == [True]
 
 
 def test_workflow_message_past_its_expiry_is_acknowledged_without_a_call(stack: Stack) -> None:
@@ -381,7 +378,7 @@ def test_workflow_message_past_its_expiry_is_acknowledged_without_a_call(stack: 
     def outcomes() -> list[Any]:
         return [e.get("outcome") for e in stack.function_log() if e.get("message_id") == message_id]
 
-    assert wait_until(lambda: len(outcomes()) >= 1, timeout=15), stack.function.tail()
-    time.sleep(BACKOFF_SECONDS * 3)
-    assert len(outcomes()) == 1
+    assert wait_until(lambda: len(stack.deliveries()) >= 1, timeout=15), stack.function.tail()
+    assert stack.acked_once(), stack.deliveries()
+    assert outcomes() == ["expired"]
     assert stack.workflows.calls_to(callback_url) == []
