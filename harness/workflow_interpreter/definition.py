@@ -208,8 +208,8 @@ class _Loader:
             except_as=self.except_as(where, raw["except"]) if "except" in keys else None,
             except_steps=self.except_steps(where, raw["except"]) if "except" in keys else None,
             steps=self.steps(where, raw["steps"]) if "steps" in keys else None,
-            raise_value=compile_value(raw["raise"]) if "raise" in keys else None,
-            returns=compile_value(raw["return"]) if "return" in keys else None,
+            raise_value=self.compile(where, raw["raise"]) if "raise" in keys else None,
+            returns=self.compile(where, raw["return"]) if "return" in keys else None,
             has_return="return" in keys,
             next=self.next(where, raw["next"]) if "next" in keys else None,
         )
@@ -222,10 +222,10 @@ class _Loader:
             if not isinstance(item, dict) or len(item) != 1:
                 raise WorkflowDefinitionError(f"{where}: bad assignment {item!r}")
             ((target, value),) = item.items()
-            node = parse_expression(str(target))
+            node = self.parse(where, str(target))
             if not _is_assignable(node):
                 raise WorkflowDefinitionError(f"{where}: cannot assign to {target!r}")
-            template = compile_value(value)
+            template = self.compile(where, value)
             self.check_expressions(where, template)
             result.append(Assignment(node, template))
         return tuple(result)
@@ -234,7 +234,7 @@ class _Loader:
         function = raw["call"]
         if not isinstance(function, str):
             raise WorkflowDefinitionError(f"{where}: 'call' names a function or subworkflow")
-        args = compile_value(raw["args"]) if "args" in raw else None
+        args = self.compile(where, raw["args"]) if "args" in raw else None
         if args is not None:
             self.check_expressions(where, args)
         if function in self.subworkflow_names:
@@ -256,7 +256,7 @@ class _Loader:
         for item in raw:
             if not isinstance(item, dict) or "condition" not in item:
                 raise WorkflowDefinitionError(f"{where}: each switch entry needs a 'condition'")
-            condition = compile_value(item["condition"])
+            condition = self.compile(where, item["condition"])
             self.check_expressions(where, condition)
             body = self.body(
                 where, {k: v for k, v in item.items() if k != "condition"}, branch=True
@@ -286,6 +286,22 @@ class _Loader:
         if raw in _LOOP_JUMPS:
             raise UnsupportedConstruct(where, f"'next: {raw}' (loops)")
         return raw
+
+    def compile(self, where: str, value: Any) -> Template:
+        try:
+            return compile_value(value)
+        except UnsupportedConstruct as exc:
+            raise UnsupportedConstruct(f"{where}: {exc.where}", exc.construct) from None
+        except WorkflowDefinitionError as exc:
+            raise WorkflowDefinitionError(f"{where}: {exc}") from None
+
+    def parse(self, where: str, source: str) -> Node:
+        try:
+            return parse_expression(source)
+        except UnsupportedConstruct as exc:
+            raise UnsupportedConstruct(f"{where}: {exc.where}", exc.construct) from None
+        except WorkflowDefinitionError as exc:
+            raise WorkflowDefinitionError(f"{where}: {exc}") from None
 
     def check_expressions(self, where: str, template: Template) -> None:
         for root in template.expressions():
