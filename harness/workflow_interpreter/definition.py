@@ -225,6 +225,7 @@ class _Loader:
             node = self.parse(where, str(target))
             if not _is_assignable(node):
                 raise WorkflowDefinitionError(f"{where}: cannot assign to {target!r}")
+            self.check_nodes(where, node)
             template = self.compile(where, value)
             self.check_expressions(where, template)
             result.append(Assignment(node, template))
@@ -305,9 +306,12 @@ class _Loader:
 
     def check_expressions(self, where: str, template: Template) -> None:
         for root in template.expressions():
-            for node in walk(root):
-                if isinstance(node, Call):
-                    self.check_function(where, node.function)
+            self.check_nodes(where, root)
+
+    def check_nodes(self, where: str, root: Node) -> None:
+        for node in walk(root):
+            if isinstance(node, Call):
+                self.check_function(where, node.function)
 
     def check_function(self, where: str, name: str) -> None:
         function = FUNCTIONS.get(name)

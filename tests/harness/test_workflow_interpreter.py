@@ -538,6 +538,7 @@ def test_await_callback_timeout_raises_a_catchable_timeout_error() -> None:
         ({"assign": [{"x": '${text.split("a,b", ",")}'}]}, "text.split()"),
         ({"assign": [{"x": '${sys.log("in an expression")}'}]}, "sys.log() in an expression"),
         ({"assign": [{"x": '${"a" not in ["b"]}'}]}, "'not in'"),
+        ({"assign": [{"l[list.length(l)]": 1}]}, "list.length()"),
         ({"next": "continue"}, "'next: continue'"),
         ({"switch": [{"condition": True, "call": "sys.now"}]}, "'call' in a switch branch"),
         ({"unknown_key": 1}, "'unknown_key'"),
