@@ -27,7 +27,7 @@ from harness.workflow_interpreter import (
     load_workflow,
     run_workflow,
 )
-from tools.workflow_message import build_published_message
+from harness.workflow_message import build_published_message
 
 WORKFLOW_YAML = Path(__file__).resolve().parents[2] / "workflow.yaml"
 CALLBACK_URL = (
