@@ -119,7 +119,6 @@ def load_definition(document: Any) -> WorkflowDefinition:
 class _Loader:
     def __init__(self, subworkflow_names: set[str]) -> None:
         self.subworkflow_names = subworkflow_names
-        self.params: dict[str, tuple[Param, ...]] = {}
         self.pending_calls: list[tuple[str, str, set[str]]] = []
 
     def subworkflow(self, name: str, block: Any) -> Subworkflow:
