@@ -600,7 +600,7 @@ class FakeCloud:
         return {
             "http_request": {
                 "body": body,
-                "headers": {"content-type": "application/json"},
+                "headers": {"content-type": "application/json", "authorization": "Bearer t"},
                 "method": "POST",
                 "query": {},
                 "url": CALLBACK_URL.split("googleapis.com", 1)[1],
@@ -778,5 +778,8 @@ def test_the_subworkflow_runs_on_its_own_with_its_defaults() -> None:
         entry="await_via_pubsub",
     )
     assert result["body"] == {"x": 1}
-    assert result["http_request"]["method"] == "POST"
+    assert (result["method"], result["query"]) == ("POST", {})
     assert cloud.awaited[0][1] == 43200.0  # the await_callback default
+    # The callback request's headers (the relay's token among them) are never returned.
+    assert "headers" not in json.dumps(result)
+    assert "Bearer" not in json.dumps(result)
