@@ -25,6 +25,7 @@ relay's read timeout: the relay's retry then meets the callback's own
 Run as a CLI for other processes: ``python -m harness.fake_workflows_api --port 0``
 prints ``READY host:port``. A small JSON control API under ``/_fake/`` drives it:
 POST /_fake/executions {"workflow"} -> {"execution", "callback_url"}
+POST /_fake/callbacks {"execution", "method"} -> {"callback_url"} (another callback)
 POST /_fake/await {"callback_url", "timeout"} -> the callback request, or 408
 POST /_fake/end {"execution"}; POST /_fake/faults [fault, ...]; GET /_fake/calls.
 For load: POST /_fake/bulk {"count", "workflow"} -> {"callback_urls"} (one fresh
@@ -321,6 +322,9 @@ class FakeWorkflowsApi(LoopbackServer):
             execution = self.create_execution(data.get("workflow", "callback-relay-demo"))
             url = self.create_callback(execution, data.get("method", "POST"))
             return 200, {"execution": execution, "callback_url": url}
+        if method == "POST" and path == "/_fake/callbacks":
+            url = self.create_callback(data["execution"], data.get("method", "POST"))
+            return 200, {"callback_url": url}
         if method == "POST" and path == "/_fake/await":
             try:
                 return 200, self.await_callback(data["callback_url"], float(data["timeout"]))
