@@ -33,7 +33,7 @@ from harness.workflow_message import (
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "schemas" / "callback-message.schema.json"
 DEPLOY_SH = REPO / "deploy.sh"
-README = REPO / "README.md"
+WORKFLOW_DOC = REPO / "docs" / "workflow.md"
 CALLBACK_URL = (
     "https://workflowexecutions.googleapis.com/v1/projects/p/locations/us-central1"
     "/workflows/callback-relay-demo/executions/e-1/callbacks/c-1"
@@ -349,13 +349,13 @@ def test_evaluator_refuses_what_it_does_not_know() -> None:
         evaluate("${undefined_name}", {}, {})
 
 
-# -- the README's copy of the subworkflow ----------------------------------------
+# -- the docs' copy of the subworkflow ------------------------------------------
 
 
 def test_readme_subworkflow_is_the_one_in_workflow_yaml(workflow: dict[str, Any]) -> None:
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", WORKFLOW_DOC.read_text(encoding="utf-8"), re.S)
     copies = [yaml.safe_load(b) for b in blocks if b.lstrip().startswith("await_via_pubsub:")]
-    assert copies, "the README shows no await_via_pubsub block"
+    assert copies, "docs/workflow.md shows no await_via_pubsub block"
     assert copies[0]["await_via_pubsub"] == workflow["await_via_pubsub"]
 
 
