@@ -278,12 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": __import__("os").cpu_count(),
             "platform": platform.platform(),
         },
-        "settings": {k: str(v) for k, v in vars(args).items()},
+        # Paths of this machine stay out of a file that is committed.
+        "settings": {k: str(v) for k, v in vars(args).items() if k != "out"},
         "summary": summary,
         "cold_start": cold,
         "runs": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in runs],
         "wall_seconds": time.monotonic() - started,
-        "logs": str(log_dir),
     }
     (args.out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     raw = args.out / "raw"

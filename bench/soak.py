@@ -600,7 +600,6 @@ def main(argv: list[str] | None = None) -> int:
     with pubsub_emulator(log_dir) as emulator:
         summary = run_soak(emulator, config, log_dir, progress)
     summary["command"] = command
-    summary["logs"] = str(log_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = f"Command: `{command}`\n\n{table(summary)}\n"
