@@ -11,6 +11,7 @@ workflows-callback-relay). Contract: schemas/callback-message.schema.json.
 import json
 import os
 import sys
+from typing import Any
 
 from google.cloud import pubsub_v1
 
@@ -18,7 +19,7 @@ PROJECT = os.environ["GOOGLE_CLOUD_PROJECT"]
 RELAY_TOPIC = os.environ.get("RELAY_TOPIC", "workflows-callback-relay")
 
 
-def relay_message(job, payload):
+def relay_message(job: dict[str, Any], payload: Any) -> dict[str, Any]:
     """Copy callback_url, method and expires_at from the job; the result is the payload."""
     return {
         "callback_url": job["callback_url"],
@@ -28,19 +29,19 @@ def relay_message(job, payload):
     }
 
 
-def error_payload(code, message, details=None):
+def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """A payload that makes the waiting step raise CallbackError."""
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def publish(publisher, job, payload):
+def publish(publisher: pubsub_v1.PublisherClient, job: dict[str, Any], payload: Any) -> str:
     message = relay_message(job, payload)
     data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     topic = publisher.topic_path(PROJECT, RELAY_TOPIC)
-    return publisher.publish(topic, data).result(timeout=60)  # the message id
+    return str(publisher.publish(topic, data).result(timeout=60))  # the message id
 
 
-def main(args):
+def main(args: list[str]) -> None:
     job = json.load(sys.stdin)
     if args[:1] == ["--fail"]:
         details = json.loads(args[3]) if len(args) > 3 else {}
