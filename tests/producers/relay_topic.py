@@ -6,9 +6,9 @@ import dataclasses
 import subprocess
 from collections.abc import Sequence
 
-from tests.support.emulator import PubSubEmulator, unique_name
-from tests.support.processes import child_env
-from tests.support.pubsub_helpers import pull
+from harness.processes import child_env
+from harness.pubsub_emulator import PubSubEmulator, unique_name
+from harness.pubsub_helpers import pull
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from harness.pubsub_emulator import PubSubEmulator, in_ci
 from tests.producers.golden import (
     EXPECTED_FAILURE_DATA,
     EXPECTED_RESULT_DATA,
@@ -26,7 +27,6 @@ from tests.producers.golden import (
     job_json,
 )
 from tests.producers.relay_topic import RelayTopic
-from tests.support.emulator import PubSubEmulator, in_ci
 
 SCRIPT = SNIPPETS / "gcloud" / "publish_result.sh"
 

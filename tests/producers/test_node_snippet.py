@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import child_env
+from harness.pubsub_emulator import PubSubEmulator, in_ci
 from tests.producers.golden import (
     EXPECTED_FAILURE_DATA,
     EXPECTED_RESULT_DATA,
@@ -25,8 +27,6 @@ from tests.producers.golden import (
     job_json,
 )
 from tests.producers.relay_topic import RelayTopic
-from tests.support.emulator import PubSubEmulator, in_ci
-from tests.support.processes import child_env
 
 pytestmark = pytest.mark.emulator
 NODE_DIR = SNIPPETS / "node"

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from harness.pubsub_emulator import PubSubEmulator
 from tests.producers.golden import (
     EXPECTED_FAILURE_DATA,
     EXPECTED_RESULT_DATA,
@@ -17,7 +18,6 @@ from tests.producers.golden import (
     job_json,
 )
 from tests.producers.relay_topic import RelayTopic
-from tests.support.emulator import PubSubEmulator
 
 pytestmark = pytest.mark.emulator
 SNIPPET = str(SNIPPETS / "python" / "publish_result.py")

