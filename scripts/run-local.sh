@@ -160,7 +160,8 @@ grep -F '"outcome"' "$logs/function.log" || echo "(no outcome logged; see $logs/
 if [[ $stay == true ]]; then
     echo
     echo "Still running; Ctrl-C stops everything. Publish another message with:"
-    echo "  PUBSUB_EMULATOR_HOST=${PUBSUB_EMULATOR_HOST:-} $py -m tools.publish --topic workflows-callback-relay --project $project --url URL --payload '{}'"
+    # tools.publish checks the URL with the relay's policy: give it the relay's origin.
+    echo "  PUBSUB_EMULATOR_HOST=${PUBSUB_EMULATOR_HOST:-} WORKFLOWS_EMULATOR_HOST=$workflows_host $py -m tools.publish --topic workflows-callback-relay --project $project --url URL --payload '{}'"
     wait
 fi
 exit "$status"

@@ -1,29 +1,49 @@
-"""Publish one callback message to the relay topic.
+"""Publish one callback message to the relay topic, after checking it as the relay would.
 
     python -m tools.publish --topic workflows-callback-relay --project my-project \
         --url https://workflowexecutions.googleapis.com/v1/projects/.../callbacks/... \
         --payload '{"status": "done"}' --expires-in 3600
 
-The message is UTF-8 JSON per schemas/callback-message.schema.json. Against the
-emulator, set PUBSUB_EMULATOR_HOST (and PUBSUB_PROJECT_ID or --project); against
-a real project, Application Default Credentials are used. Prints the message id.
+    # Check a message a worker built, without publishing it:
+    echo "$MESSAGE" | python -m tools.publish --message-file - --dry-run
+
+The message is UTF-8 JSON per schemas/callback-message.schema.json. Before
+anything is published (and with --dry-run, instead of publishing) it goes
+through the relay's own parser and callback URL policy (function/callback_relay),
+configured from this environment exactly as the deployed relay is:
+ALLOWED_WORKFLOWS, WORKFLOWS_EMULATOR_HOST and MAX_MESSAGE_BYTES. A message the
+relay would refuse is never published.
+
+Exit codes: 0 published (or, with --dry-run, accepted); 1 the publish failed;
+2 bad arguments or relay environment; 3 the relay would refuse the message.
+
+Against the emulator, set PUBSUB_EMULATOR_HOST (and PUBSUB_PROJECT_ID or
+--project); against a real project, Application Default Credentials are used.
 Dev/ops tooling: the relay function never imports google-cloud-pubsub.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from harness.workflow_message import workflows_json_encode
+# tools/__init__.py puts function/ on the import path: these are the relay's own rules.
+from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
+from callback_relay.config import ConfigError, load_settings
+from callback_relay.message import CALLBACK_METHODS, CallbackMessage, parse_message_data
+from callback_relay.rejection import Rejection
+from tools.pubsub_publisher import publish_message
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 PROJECT_ENV_VARS = ("PUBSUB_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
+EXIT_PUBLISH_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
 
 
 def topic_path(topic: str, project: str | None) -> str:
@@ -49,14 +69,23 @@ def build_message(
     method: str = "POST",
     expires_in: float | None = None,
     now: datetime.datetime | None = None,
+    metadata: Any = None,
 ) -> dict[str, Any]:
+    """The message in the schema's field order; metadata only when given."""
     message: dict[str, Any] = {"callback_url": url, "payload": payload, "method": method}
     if expires_in is not None:
         moment = (now or datetime.datetime.now(datetime.UTC)) + datetime.timedelta(
             seconds=expires_in
         )
         message["expires_at"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if metadata is not None:
+        message["metadata"] = metadata
     return message
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, the same encoding workflow.yaml's json.encode produces."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def parse_attributes(pairs: Sequence[str]) -> dict[str, str]:
@@ -69,67 +98,164 @@ def parse_attributes(pairs: Sequence[str]) -> dict[str, str]:
     return attributes
 
 
-def publish(topic: str, data: bytes, attributes: dict[str, str], timeout: float = 30.0) -> str:
+class RelayWouldRefuse(Exception):
+    """The relay would acknowledge this message without calling the callback."""
+
+    def __init__(self, outcome: str, reason: str, detail: str) -> None:
+        super().__init__(f"{outcome} ({reason}): {detail}")
+        self.outcome = outcome
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceptedMessage:
+    message: CallbackMessage
+    target: CallbackTarget
+
+
+def check_with_relay_rules(
+    data: bytes,
+    env: Mapping[str, str],
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+) -> AcceptedMessage:
+    """Apply the relay's checks in the relay's order; raise RelayWouldRefuse or ConfigError.
+
+    Mirrors CallbackRelay.relay_delivery/relay_message: parse, URL policy, expiry.
+    """
+    settings = load_settings(env)
+    try:
+        message = parse_message_data(data, settings.max_message_bytes)
+    except Rejection as exc:
+        raise RelayWouldRefuse("message_rejected", exc.reason, exc.detail) from None
+    policy = CallbackUrlPolicy(settings.emulator_origin, settings.allowed_workflows)
+    try:
+        target = policy.check(message.callback_url)
+    except Rejection as exc:
+        raise RelayWouldRefuse("url_refused", exc.reason, exc.detail) from None
+    if message.expires_at is not None and now() >= message.expires_at:
+        raise RelayWouldRefuse(
+            "expired", "expired", f"expires_at {message.expires_at.isoformat()} has passed"
+        )
+    return AcceptedMessage(message, target)
+
+
+def publish(topic: str, data: bytes, attributes: Mapping[str, str], timeout: float = 30.0) -> str:
     from google.cloud import pubsub_v1
 
     publisher = pubsub_v1.PublisherClient()
     try:
-        future = publisher.publish(topic, data, **attributes)
-        return str(future.result(timeout=timeout))
+        return publish_message(publisher, topic, data, attributes, timeout=timeout)
     finally:
-        publisher.stop()
+        publisher.transport.close()
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.publish",
-        description="Publish a callback message (URL, payload, expiry) to a Pub/Sub topic.",
+        description=(
+            "Check a callback message with the relay's own rules, then publish it to a"
+            " Pub/Sub topic. Exit codes: 0 ok, 1 publish failed, 2 bad arguments or"
+            " relay environment, 3 the relay would refuse the message."
+        ),
     )
-    parser.add_argument("--topic", required=True, help="topic id or projects/P/topics/T")
+    parser.add_argument("--topic", help="topic id or projects/P/topics/T (not needed to check)")
     parser.add_argument("--project", help="project of a short topic id (default: environment)")
-    parser.add_argument("--url", required=True, help="the workflow's callback URL")
-    parser.add_argument("--payload", default="{}", help="JSON value sent as the callback body")
-    parser.add_argument("--method", default="POST", choices=METHODS, help="callback method")
-    parser.add_argument(
+    built = parser.add_argument_group("build the message")
+    built.add_argument("--url", help="the workflow's callback URL")
+    built.add_argument("--payload", default="{}", help="JSON value sent as the callback body")
+    built.add_argument("--method", default="POST", choices=CALLBACK_METHODS, help="callback method")
+    built.add_argument(
         "--expires-in", type=float, metavar="SECONDS", help="set expires_at this far ahead"
+    )
+    built.add_argument(
+        "--metadata", metavar="JSON", help="producer's own JSON object: logged, never sent"
+    )
+    parser.add_argument(
+        "--message-file",
+        metavar="FILE",
+        help="use this file's bytes as the message data, unchanged ('-' for stdin)",
     )
     parser.add_argument(
         "--attribute", action="append", default=[], metavar="KEY=VALUE", help="message attribute"
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the message and do not publish"
+        "--dry-run", action="store_true", help="check and print the message; do not publish"
     )
     return parser
+
+
+def _message_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bytes:
+    if args.message_file is not None:
+        if args.url is not None or args.metadata is not None or args.expires_in is not None:
+            parser.error("--message-file replaces --url, --payload, --expires-in and --metadata")
+        if args.message_file == "-":
+            return sys.stdin.buffer.read()
+        try:
+            with open(args.message_file, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            parser.error(f"cannot read --message-file: {exc}")
+    if args.url is None:
+        parser.error("one of --url or --message-file is required")
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--payload is not JSON: {exc}")
+    metadata = None
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--metadata is not JSON: {exc}")
+    if args.expires_in is not None and args.expires_in <= 0:
+        parser.error("--expires-in must be positive")
+    message = build_message(args.url, payload, args.method, args.expires_in, metadata=metadata)
+    return encode_message(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    data = _message_data(parser, args)
+    topic = None
     try:
-        payload = json.loads(args.payload)
-    except json.JSONDecodeError as exc:
-        parser.error(f"--payload is not JSON: {exc}")
-    if args.expires_in is not None and args.expires_in <= 0:
-        parser.error("--expires-in must be positive")
-    project = args.project or next(
-        (os.environ[name] for name in PROJECT_ENV_VARS if os.environ.get(name)), None
-    )
-    try:
-        topic = topic_path(args.topic, project)
         attributes = parse_attributes(args.attribute)
+        if args.topic is not None or not args.dry_run:
+            if args.topic is None:
+                parser.error("--topic is required to publish")
+            project = args.project or next(
+                (os.environ[name] for name in PROJECT_ENV_VARS if os.environ.get(name)), None
+            )
+            topic = topic_path(args.topic, project)
     except ValueError as exc:
         parser.error(str(exc))
-    message = build_message(args.url, payload, args.method, args.expires_in)
-    data = workflows_json_encode(message)
+    try:
+        accepted = check_with_relay_rules(data, os.environ)
+    except ConfigError as exc:
+        print(f"the relay's environment is invalid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RelayWouldRefuse as exc:
+        print(f"the relay would refuse this message: {exc}", file=sys.stderr)
+        print("not published", file=sys.stderr)
+        return EXIT_REFUSED
+    print(
+        f"ok: the relay would call {accepted.message.method} {accepted.target.workflow_name}"
+        f" callback {accepted.target.callback}",
+        file=sys.stderr,
+    )
     if args.dry_run:
-        print(data.decode("utf-8"))
+        text = data.decode("utf-8", errors="replace")
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
+    assert topic is not None
     try:
         message_id = publish(topic, data, attributes)
     except Exception as exc:  # noqa: BLE001 - a CLI reports any client error in one line
         print(f"publish to {topic} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({"topic": topic, "message_id": message_id, "message": message}))
+        return EXIT_PUBLISH_FAILED
+    printed = {"topic": topic, "message_id": message_id, "message": json.loads(data)}
+    print(json.dumps(printed, ensure_ascii=False))
     return 0
 
 

@@ -16,6 +16,10 @@ from harness.pubsub_helpers import drained, publish, pull
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.emulator
+URL = (
+    "https://workflowexecutions.googleapis.com/v1/projects/p/locations/l/workflows/w"
+    "/executions/e/callbacks/c"
+)
 
 
 def run_tool(
@@ -36,7 +40,7 @@ def test_publish_cli_sends_a_message_the_relay_accepts(emulator: PubSubEmulator)
     topic = unique_name("publish")
     emulator.create_topic(topic)
     sub = emulator.create_subscription(unique_name("publish-sub"), topic)
-    url = "https://workflowexecutions.googleapis.com/v1/projects/p/locations/l/workflows/w/executions/e/callbacks/c"
+    url = URL
 
     result = run_tool(
         emulator,
@@ -70,9 +74,7 @@ def test_publish_cli_sends_a_message_the_relay_accepts(emulator: PubSubEmulator)
 
 
 def test_publish_cli_reports_a_missing_topic_in_one_line(emulator: PubSubEmulator) -> None:
-    result = run_tool(
-        emulator, "tools.publish", "--topic", unique_name("absent"), "--url", "https://x/cb"
-    )
+    result = run_tool(emulator, "tools.publish", "--topic", unique_name("absent"), "--url", URL)
 
     assert result.returncode == 1
     assert "publish to projects/" in result.stderr
@@ -186,3 +188,52 @@ def test_replay_of_an_empty_subscription_exits_quickly(emulator: PubSubEmulator)
     summary = json.loads(result.stdout)
     assert summary["pulled"] == 0
     assert summary["seconds"] < 15
+
+
+# The names PublisherClient.publish(topic, data, ordering_key, retry, timeout, **attrs)
+# takes as its own parameters; as attributes they must arrive like any other.
+CLIENT_PARAMETER_NAMES = ("timeout", "retry", "ordering_key", "topic", "data")
+
+
+def test_publish_cli_sends_attributes_named_like_client_parameters(
+    emulator: PubSubEmulator,
+) -> None:
+    topic = unique_name("publish-attrs")
+    emulator.create_topic(topic)
+    sub = emulator.create_subscription(unique_name("publish-attrs-sub"), topic)
+    attributes = {name: f"value of {name}" for name in CLIENT_PARAMETER_NAMES}
+    attributes["origin"] = "test"
+
+    result = run_tool(
+        emulator,
+        "tools.publish",
+        "--topic",
+        topic,
+        "--url",
+        URL,
+        *(arg for key, value in attributes.items() for arg in ("--attribute", f"{key}={value}")),
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    (received,) = pull(emulator, sub, expected=1)
+    assert dict(received.message.attributes) == attributes
+    assert received.message.ordering_key == ""
+    assert parse_message_data(received.message.data, max_bytes=65536).callback_url == URL
+
+
+def test_publish_cli_never_publishes_a_message_the_relay_would_refuse(
+    emulator: PubSubEmulator,
+) -> None:
+    topic = unique_name("publish-refused")
+    emulator.create_topic(topic)
+    sub = emulator.create_subscription(unique_name("publish-refused-sub"), topic)
+
+    result = run_tool(
+        emulator, "tools.publish", "--topic", topic, "--url", URL, "--method", "GET",
+        "--payload", '{"not": "allowed"}',
+    )  # fmt: skip
+
+    assert result.returncode == 3
+    assert "payload_not_allowed" in result.stderr
+    assert pull(emulator, sub, expected=1, timeout=3) == []
