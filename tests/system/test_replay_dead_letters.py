@@ -160,7 +160,7 @@ def test_refuses_a_topic_that_no_subscription_reads(emulator: PubSubEmulator) ->
     assert missing.returncode == tool.EXIT_REFUSED
     assert "does not exist" in missing.stderr
     # Never pulled, so they are there at once.
-    kept = remaining(emulator, queues.dead_sub, within=4)
+    kept = remaining(emulator, queues.dead_sub, within=3)
     assert {m.message.message_id for m in kept} == ids
 
 
@@ -174,7 +174,7 @@ def test_refuses_to_replay_into_the_dead_letter_topic_itself(emulator: PubSubEmu
 
     assert result.returncode == tool.EXIT_REFUSED
     assert "would loop" in result.stderr
-    assert len(remaining(emulator, queues.dead_sub, within=4)) == 1
+    assert len(remaining(emulator, queues.dead_sub, within=3)) == 1
 
 
 def test_a_topic_other_than_the_source_is_named_and_refused_unless_forced(
@@ -191,7 +191,7 @@ def test_a_topic_other_than_the_source_is_named_and_refused_unless_forced(
     assert f"replay it with --topic {queues.relay_topic}" in refused.stderr
     assert summary_of(refused)["failed"] == 2
     # Nacked at the end of the run: back at once, and nothing went to the other topic.
-    kept = remaining(emulator, queues.dead_sub, within=4)
+    kept = remaining(emulator, queues.dead_sub, within=3)
     assert {m.message.message_id for m in kept} == ids
     assert pull(emulator, other_sub, expected=1, timeout=2) == []
 
@@ -310,7 +310,7 @@ def test_a_failed_publish_leaves_that_message_and_later_ones_of_its_key(
     assert arrived[b"l1"].ordering_key == "L"
     assert arrived[b"l1"].attributes["relay_replay_count"] == "2"
     assert arrived[b"no-key"].attributes["relay_replay_count"] == "1"
-    kept = remaining(emulator, queues.dead_sub, within=4)
+    kept = remaining(emulator, queues.dead_sub, within=3)
     assert {m.message.message_id for m in kept} == {first_k, second_k}
     assert "LEFT on the subscription" in progress.getvalue()
 
@@ -332,7 +332,7 @@ def test_dry_run_lists_what_would_be_replayed_and_changes_nothing(
     assert {m["message_id"] for m in summary["messages"]} == ids
     assert result.stderr.count(f"would replay to {queues.relay_topic}") == 3
     # Nacked at the end: all three are back at once; none was published.
-    kept = remaining(emulator, queues.dead_sub, within=4)
+    kept = remaining(emulator, queues.dead_sub, within=3)
     assert {m.message.message_id for m in kept} == ids
     assert pull(emulator, queues.relay_sub, expected=1, timeout=2) == []
 
