@@ -93,6 +93,7 @@ class ReplayReport:
     mode: str  # replay, export, dry-run
     outcomes: list[Outcome] = dataclasses.field(default_factory=list)
     stopped: str = ""
+    error: str = ""
     seconds: float = 0.0
 
     def count(self, action: str) -> int:
@@ -120,6 +121,7 @@ class ReplayReport:
             "left_on_subscription": len(self.left),
             "failed": len(self.failures),
             "stopped": self.stopped,
+            "error": self.error,
             "seconds": round(self.seconds, 3),
             "messages": [outcome.as_dict() for outcome in self.outcomes],
         }
@@ -216,6 +218,8 @@ def preflight(subscriber: Any, publisher: Any, settings: Settings) -> None:
         dead_letter = subscriber.get_subscription(subscription=settings.subscription)
     except api_exceptions.NotFound as exc:
         raise Refused(f"subscription {settings.subscription} does not exist") from exc
+    except api_exceptions.GoogleAPICallError as exc:
+        raise Refused(f"cannot read subscription {settings.subscription}: {exc}") from exc
     if settings.exporting:
         return
     if settings.target == dead_letter.topic:
@@ -228,6 +232,8 @@ def preflight(subscriber: Any, publisher: Any, settings: Settings) -> None:
         readers = list(publisher.list_topic_subscriptions(topic=settings.target))
     except api_exceptions.NotFound as exc:
         raise Refused(f"topic {settings.target} does not exist") from exc
+    except api_exceptions.GoogleAPICallError as exc:
+        raise Refused(f"cannot check topic {settings.target}: {exc}") from exc
     if not readers:
         raise Refused(
             f"no subscription reads {settings.target}: Pub/Sub would drop every replayed "
@@ -293,22 +299,24 @@ class DeadLetterReplay:
                 received = list(response.received_messages)
             except api_exceptions.DeadlineExceeded:
                 received = []
+            except api_exceptions.GoogleAPICallError as exc:
+                self.report.error = f"pull failed: {type(exc).__name__}: {exc}"
+                return "error"
             fresh = [item for item in received if not self._redelivered(item)]
             if not fresh:
                 empty_in_a_row += 1
                 continue
             empty_in_a_row = 0
-            to_hold: list[tuple[str, str]] = []
+            # pull never returns more than asked, but never drop one silently.
+            self._hold([(i.message.message_id, i.ack_id) for i in fresh[remaining:]])
             for item in fresh[:remaining]:
                 outcome = self._handle(item)
                 self.report.outcomes.append(outcome)
                 self._done[outcome.message_id] = outcome.action
                 if outcome.action not in ("replayed", "exported"):
-                    to_hold.append((outcome.message_id, item.ack_id))
+                    # Held at once, before its lease from the pull can run out.
+                    self._hold([(outcome.message_id, item.ack_id)])
                 self._print(outcome)
-            # pull never returns more than asked, but never drop one silently.
-            to_hold.extend((i.message.message_id, i.ack_id) for i in fresh[remaining:])
-            self._hold(to_hold)
 
     def _redelivered(self, item: Any) -> bool:
         """Pub/Sub delivers at least once: a message seen in this run is not new."""
@@ -328,10 +336,12 @@ class DeadLetterReplay:
         if self.settings.only_ids and message.message_id not in self.settings.only_ids:
             outcome.reason = NOT_SELECTED
             return outcome
+        key = message.ordering_key
         if message.message_id in self.settings.skip_ids:
             outcome.reason = SKIPPED
+            if key:
+                self._blocked_keys[key] = message.message_id
             return outcome
-        key = message.ordering_key
         if key and key in self._blocked_keys:
             outcome.reason = (
                 f"ordering key {key!r}: an earlier message ({self._blocked_keys[key]}) stayed, "
@@ -453,11 +463,18 @@ class DeadLetterReplay:
     def _modify(self, ack_ids: Iterable[str], seconds: int) -> None:
         ids = list(ack_ids)
         for start in range(0, len(ids), 1000):  # keep each request small
-            self.subscriber.modify_ack_deadline(
-                subscription=self.settings.subscription,
-                ack_ids=ids[start : start + 1000],
-                ack_deadline_seconds=seconds,
-            )
+            try:
+                self.subscriber.modify_ack_deadline(
+                    subscription=self.settings.subscription,
+                    ack_ids=ids[start : start + 1000],
+                    ack_deadline_seconds=seconds,
+                )
+            except Exception as exc:  # noqa: BLE001 - unheld messages come back by themselves
+                print(
+                    f"modifyAckDeadline({seconds}) failed: {type(exc).__name__}: {exc}; "
+                    "those messages come back after their ack deadline",
+                    file=self.progress,
+                )
 
     def _hold(self, items: list[tuple[str, str]]) -> None:
         if not items:
@@ -599,7 +616,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         subscriber.transport.close()
         publisher.transport.close()
     print(json.dumps(report.as_dict()))
+    if report.error:
+        print(f"stopped early: {report.error}", file=sys.stderr)
     failures = report.failures
+    if report.error and not failures:
+        return EXIT_MESSAGES_LEFT
     if failures:
         print(
             f"{len(failures)} message(s) stayed on {subscription}: "

@@ -252,6 +252,26 @@ def test_one_message_that_cannot_be_republished_does_not_block_the_rest(
     assert drained(emulator, queues.dead_sub)
 
 
+def test_skipped_messages_stay_and_hold_back_their_ordering_key(emulator: PubSubEmulator) -> None:
+    queues = make_queues(emulator, ordering=True)
+    skipped = put_dead_letter(emulator, queues, b"k1", ordering_key="K")
+    behind = put_dead_letter(emulator, queues, b"k2", ordering_key="K")
+    put_dead_letter(emulator, queues, b"free")
+
+    result = run_tool(
+        emulator, "--subscription", queues.dead_sub, "--topic", queues.relay_topic,
+        "--skip-message-id", skipped,
+    )  # fmt: skip
+
+    # The skip was asked for; the message held back behind it was not.
+    assert result.returncode == tool.EXIT_MESSAGES_LEFT
+    summary = summary_of(result)
+    assert (summary["replayed"], summary["left_on_subscription"], summary["failed"]) == (1, 2, 1)
+    assert [m.message.data for m in pull(emulator, queues.relay_sub, expected=1)] == [b"free"]
+    kept = remaining(emulator, queues.dead_sub, within=3)
+    assert {m.message.message_id for m in kept} == {skipped, behind}
+
+
 class FailingPublisher:
     """The real publisher, except that publishing `poison` fails as an outage would."""
 
