@@ -106,6 +106,7 @@ class PubSubEmulator:
         maximum_backoff_seconds: float | None = None,
         dead_letter_topic: str | None = None,
         max_delivery_attempts: int | None = None,
+        enable_message_ordering: bool = False,
     ) -> str:
         """Create a pull (or push, with push_endpoint) subscription on `topic`."""
         from google.cloud import pubsub_v1
@@ -114,6 +115,7 @@ class PubSubEmulator:
             "name": self.subscription_path(subscription),
             "topic": topic if topic.startswith("projects/") else self.topic_path(topic),
             "ack_deadline_seconds": ack_deadline_seconds,
+            "enable_message_ordering": enable_message_ordering,
         }
         if push_endpoint is not None:
             request["push_config"] = pubsub_v1.types.PushConfig(push_endpoint=push_endpoint)

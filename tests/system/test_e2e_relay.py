@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import time
@@ -39,7 +40,7 @@ from harness.pubsub_helpers import publish, pull
 from harness.recording_proxy import RecordingProxy
 from harness.relay_function import relay_function
 from harness.workflow_message import PublishedMessage, build_published_message
-from tools.replay_dead_letters import replay
+from tools.replay_dead_letters import DeadLetterReplay, Settings, make_clients, preflight
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -325,21 +326,18 @@ def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
 
     # The outage is over: replaying the dead letter resumes the waiting execution.
     stack.workflows.fault_picker = None
-    subscriber, publisher = stack.emulator.subscriber(), stack.emulator.publisher()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.emulator.env().items():
+            patch.setenv(name, value)
+        subscriber, publisher = make_clients()
+    settings = Settings(dead_sub, stack.topic, max_messages=10, pull_timeout=1.0)
     try:
-        counts = replay(
-            subscriber,
-            publisher,
-            dead_sub,
-            stack.topic,
-            max_messages=10,
-            pull_timeout=1.0,
-            progress=open("/dev/null", "w"),  # noqa: SIM115 - closed with the process
-        )
+        preflight(subscriber, publisher, settings)
+        report = DeadLetterReplay(subscriber, publisher, settings, progress=io.StringIO()).run()
     finally:
-        publisher.stop()
-        subscriber.close()
-    assert counts.replayed == 1
+        publisher.transport.close()
+        subscriber.transport.close()
+    assert (report.count("replayed"), report.failures) == (1, [])
     request = stack.control.await_callback(callback_url, timeout=20)
     assert request is not None
     assert request["http_request"]["body"] == {"poison": True}

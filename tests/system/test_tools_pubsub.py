@@ -1,4 +1,4 @@
-"""tools.publish and tools.replay_dead_letters, run as CLIs against the Pub/Sub emulator."""
+"""tools.publish, run as a CLI against the Pub/Sub emulator (replay: test_replay_dead_letters)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from callback_relay.message import parse_message_data
 from harness.processes import child_env
 from harness.pubsub_emulator import PubSubEmulator, unique_name
-from harness.pubsub_helpers import drained, publish, pull
+from harness.pubsub_helpers import pull
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.emulator
@@ -79,115 +79,6 @@ def test_publish_cli_reports_a_missing_topic_in_one_line(emulator: PubSubEmulato
     assert result.returncode == 1
     assert "publish to projects/" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def _dead_letter_setup(emulator: PubSubEmulator) -> tuple[str, str, str, str]:
-    dead_topic = unique_name("dead")
-    relay_topic = unique_name("relay")
-    emulator.create_topic(dead_topic)
-    emulator.create_topic(relay_topic)
-    dead_sub = emulator.create_subscription(unique_name("dead-sub"), dead_topic)
-    relay_sub = emulator.create_subscription(unique_name("relay-sub"), relay_topic)
-    return dead_topic, dead_sub, relay_topic, relay_sub
-
-
-def test_replay_moves_every_message_with_data_and_attributes(emulator: PubSubEmulator) -> None:
-    dead_topic, dead_sub, relay_topic, relay_sub = _dead_letter_setup(emulator)
-    sent = {}
-    for n in range(5):
-        data = json.dumps({"callback_url": f"https://x/cb/{n}", "payload": {"n": n}}).encode()
-        publish(emulator, dead_topic, data, attempt=str(n), kind="poison")
-        sent[data] = {"attempt": str(n), "kind": "poison"}
-
-    result = run_tool(
-        emulator,
-        "tools.replay_dead_letters",
-        "--subscription",
-        dead_sub,
-        "--topic",
-        relay_topic,
-        "--max-messages",
-        "50",
-        "--pull-timeout",
-        "1",
-    )
-
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
-    assert (summary["pulled"], summary["replayed"], summary["failed"]) == (5, 5, 0)
-    assert result.stderr.count("replayed ") == 5
-    arrived = pull(emulator, relay_sub, expected=5)
-    assert {m.message.data: dict(m.message.attributes) for m in arrived} == sent
-    assert drained(emulator, dead_sub)
-
-
-def test_replay_stops_at_max_messages_and_leaves_the_rest(emulator: PubSubEmulator) -> None:
-    dead_topic, dead_sub, relay_topic, relay_sub = _dead_letter_setup(emulator)
-    for n in range(4):
-        publish(emulator, dead_topic, f"https://x/cb/{n}".encode())
-
-    result = run_tool(
-        emulator,
-        "tools.replay_dead_letters",
-        "--subscription",
-        dead_sub,
-        "--topic",
-        relay_topic,
-        "--max-messages",
-        "2",
-        "--batch-size",
-        "1",
-        "--pull-timeout",
-        "1",
-    )
-
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["replayed"] == 2
-    assert len(pull(emulator, relay_sub, expected=2)) == 2
-    assert len(pull(emulator, dead_sub, expected=2, timeout=20)) == 2
-
-
-def test_replay_keeps_a_message_whose_publish_fails(emulator: PubSubEmulator) -> None:
-    dead_topic, dead_sub, _relay_topic, _relay_sub = _dead_letter_setup(emulator)
-    publish(emulator, dead_topic, b"https://x/cb/keep-me", kind="poison")
-
-    result = run_tool(
-        emulator,
-        "tools.replay_dead_letters",
-        "--subscription",
-        dead_sub,
-        "--topic",
-        unique_name("no-such-topic"),
-        "--pull-timeout",
-        "1",
-    )
-
-    assert result.returncode == 1
-    assert json.loads(result.stdout)["failed"] == 1
-    assert "FAILED to re-publish" in result.stderr
-    (kept,) = pull(emulator, dead_sub, expected=1, timeout=20)
-    assert kept.message.data == b"https://x/cb/keep-me"
-    assert dict(kept.message.attributes) == {"kind": "poison"}
-
-
-def test_replay_of_an_empty_subscription_exits_quickly(emulator: PubSubEmulator) -> None:
-    _dead_topic, dead_sub, relay_topic, _relay_sub = _dead_letter_setup(emulator)
-
-    result = run_tool(
-        emulator,
-        "tools.replay_dead_letters",
-        "--subscription",
-        dead_sub,
-        "--topic",
-        relay_topic,
-        "--pull-timeout",
-        "1",
-    )
-
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["pulled"] == 0
-    assert summary["seconds"] < 15
 
 
 # The names PublisherClient.publish(topic, data, ordering_key, retry, timeout, **attrs)
