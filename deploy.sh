@@ -260,16 +260,17 @@ run_iam() {
 # --dry-run, where it counts as "not found" so the plan can still be shown.
 # (No command substitution around it: die must exit the main shell.)
 QUERY_OUT=""
+QUERY_ERR=""
 query() {
-    local err status=0
-    err="$(mktemp)"
-    QUERY_OUT="$(gcloud "$@" 2>"$err")" || status=$?
-    local message
-    message="$(cat "$err")"
-    rm -f "$err"
+    local status=0 message=""
+    # One scratch file for every query's stderr: a script run makes dozens.
+    [[ -n $QUERY_ERR ]] || QUERY_ERR="$(mktemp)"
+    QUERY_OUT="$(gcloud "$@" 2>"$QUERY_ERR")" || status=$?
     if ((status == 0)); then
         return 0
     fi
+    IFS= read -r -d '' message <"$QUERY_ERR" || true
+    message=${message%$'\n'}
     QUERY_OUT=""
     # "Permission denied ... or it may not exist" is not a "not found".
     if ! grep -qiE 'PERMISSION_DENIED|UNAUTHENTICATED|\b40[13]\b' <<<"$message" &&
@@ -298,7 +299,7 @@ has_binding() {
     query "${group[@]}" get-iam-policy "$resource" "$@" \
         --flatten="bindings[].members" \
         --format="value(bindings.role,bindings.members)" || return 1
-    grep -Fxq "$role"$'\t'"$member" <<<"$QUERY_OUT"
+    [[ $'\n'$QUERY_OUT$'\n' == *$'\n'"$role"$'\t'"$member"$'\n'* ]]
 }
 
 # add-iam-policy-binding is itself idempotent (a binding is a set member), but
@@ -331,26 +332,25 @@ remove_binding() {
     fi
 }
 
+if command -v sha256sum >/dev/null; then
+    HASH_FILES=(sha256sum --)
+else
+    HASH_FILES=(shasum -a 256 --) # macOS
+fi
 sha256() {
-    if command -v sha256sum >/dev/null; then
-        sha256sum | cut -c1-40
-    else
-        shasum -a 256 | cut -c1-40
-    fi
+    "${HASH_FILES[@]::${#HASH_FILES[@]}-1}" | cut -c1-40
 }
 
 # Fingerprint of the files gcloud would upload (the same exclusions as
 # function/.gcloudignore), used to skip an unchanged redeploy.
 source_fingerprint() {
     local dir=$1
+    # Each file's name and hash, in a fixed order: a few processes, not one per file.
     (
         cd "$dir"
         find . -type f \
             ! -path '*/__pycache__/*' ! -name '*.py[cod]' ! -path './tests/*' \
-            ! -path './.*' ! -name '.*' -print | LC_ALL=C sort | while IFS= read -r file; do
-            printf '%s\n' "$file"
-            cat "$file"
-        done
+            ! -path './.*' ! -name '.*' -print0 | LC_ALL=C sort -z | xargs -0 "${HASH_FILES[@]}"
     ) | sha256
 }
 
@@ -714,7 +714,7 @@ grant_project_roles() {
         # shellcheck disable=SC2086 # the record's fields are single words
         ensure_binding projects "$PROJECT_ID" ${grant}
     done < <(project_grants)
-    step "Let the publishers publish to $RELAY_TOPIC" "Setting topic IAM needs pubsub.topics.getIamPolicy/setIamPolicy (roles/pubsub.admin on the topic)."
+    step "Let the publishers publish to $RELAY_TOPIC" "Setting topic IAM needs pubsub.topics.getIamPolicy/setIamPolicy (roles/pubsub.admin on the topic). Each --publisher must exist: gcloud iam service-accounts describe EMAIL."
     local member
     while IFS= read -r member; do
         ensure_binding "pubsub topics" "$RELAY_TOPIC" "$member" roles/pubsub.publisher "${P[@]}"
@@ -961,7 +961,7 @@ deploy_http_function() {
         run gcloud functions deploy "$HTTP_FUNCTION_NAME" "${flags[@]}" --update-labels="deploy_hash=$fingerprint" --quiet
         $DRY_RUN || describe_http_function || die "function $HTTP_FUNCTION_NAME not found after deploying it"
     fi
-    step "Let the HTTP invokers call $HTTP_FUNCTION_NAME" "Setting Cloud Run IAM needs run.services.getIamPolicy/setIamPolicy (roles/run.admin) on the function's service."
+    step "Let the HTTP invokers call $HTTP_FUNCTION_NAME" "Setting Cloud Run IAM needs run.services.getIamPolicy/setIamPolicy (roles/run.admin) on the function's service. Each --http-invoker must exist."
     local member
     for member in "${HTTP_INVOKER_MEMBERS[@]}"; do
         ensure_binding "run services" "$(service_of "$HTTP_SERVICE" "$HTTP_FUNCTION_NAME")" "$member" roles/run.invoker --region="$REGION" "${P[@]}"
@@ -992,6 +992,7 @@ deploy_workflow() {
 # --- alert policy ------------------------------------------------------------------
 TMP_FILES=()
 cleanup() {
+    [[ -z $QUERY_ERR ]] || TMP_FILES+=("$QUERY_ERR")
     ((${#TMP_FILES[@]} == 0)) || rm -f "${TMP_FILES[@]}"
 }
 trap cleanup EXIT
@@ -1187,7 +1188,7 @@ dead_letter_backlog() {
         "$MONITORING_API/v3/projects/$PROJECT_ID/timeSeries" 2>/dev/null)" || return 1
     QUERY_OUT=""
     # Points come newest first; no series at all means no messages reported.
-    out="$(grep -o '"int64Value": *"[0-9]*"' <<<"$out" | head -n 1 | grep -o '[0-9][0-9]*' || true)"
+    out="$(grep -o '"int64Value": *"[0-9]*"' <<<"$out" | head -n 1 | sed 's/.*: *"\([0-9]*\)"/\1/' || true)"
     printf '%s' "${out:-0}"
 }
 
