@@ -919,7 +919,7 @@ configure_delivery() {
     ensure_binding "pubsub subscriptions" "$subscription" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.subscriber "${P[@]}"
     if $LEGACY_TOKEN_CREATOR; then
         # Only Pub/Sub service agents enabled on or before 2021-04-08 need this
-        # to mint the push's OIDC token (https://cloud.google.com/eventarc/docs/roles-permissions).
+        # to mint the push's OIDC token (https://cloud.google.com/eventarc/standard/docs/functions/roles-permissions).
         # Granted on the trigger account only, not the project.
         ensure_binding "iam service-accounts" "$TRIGGER_SA" "serviceAccount:$PUBSUB_AGENT" \
             roles/iam.serviceAccountTokenCreator "${P[@]}"
@@ -998,7 +998,7 @@ cleanup() {
 trap cleanup EXIT
 
 # One threshold condition on a subscription metric. Metric names:
-# https://cloud.google.com/monitoring/api/metrics_gcp#gcp-pubsub
+# https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub
 alert_condition() {
     local display=$1 subscription=$2 metric=$3 threshold=$4 duration=$5
     cat <<EOF
