@@ -332,3 +332,28 @@ def test_gcloudignore_keeps_only_runtime_files(
     }
     assert {"main.py", "requirements.txt", "callback_relay/relay.py"} <= uploaded
     assert uploaded == expected
+
+
+def test_curl_flags_exist(tmp_path: Path) -> None:
+    """--status reads the dead-letter backlog with curl: its flags are real ones."""
+    curl = shutil.which("curl")
+    if curl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("curl is not installed, and CI=true requires this test to run")
+        pytest.skip("curl is not installed")
+    cloud = FakeCloud(tmp_path, project_with_users())
+    assert cloud.deploy(*PRODUCTION_ARGS).returncode == 0
+    result = cloud.deploy(*PRODUCTION_ARGS, "--status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (call,) = result.find("curl")
+    help_text = subprocess.run(
+        [curl, "--help", "all"], capture_output=True, text=True, check=True
+    ).stdout
+    used = [arg for arg in call.argv if arg.startswith("-")]
+    assert "--get" in used
+    for arg in used:
+        if arg.startswith("--"):
+            assert re.search(rf"(?<![\w-]){re.escape(arg)}(?![\w-])", help_text), arg
+        else:
+            for letter in arg[1:]:
+                assert f" -{letter}, " in help_text, f"-{letter}"
