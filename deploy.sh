@@ -289,17 +289,25 @@ exists() {
     query "$@"
 }
 
+# IAM policies read in this run, by resource; any IAM write empties it. The
+# project's policy is checked for five grants, and each read is a gcloud call.
+declare -A POLICIES=()
+
 # True when RESOURCE's IAM policy already binds MEMBER to ROLE.
 # KIND is the gcloud group, e.g. "pubsub topics"; the rest are flags like --region.
 has_binding() {
     local kind=$1 resource=$2 member=$3 role=$4
     shift 4
-    local -a group
-    read -r -a group <<<"$kind"
-    query "${group[@]}" get-iam-policy "$resource" "$@" \
-        --flatten="bindings[].members" \
-        --format="value(bindings.role,bindings.members)" || return 1
-    [[ $'\n'$QUERY_OUT$'\n' == *$'\n'"$role"$'\t'"$member"$'\n'* ]]
+    local key="$kind|$resource|$*"
+    if [[ -z ${POLICIES[$key]+read} ]]; then
+        local -a group
+        read -r -a group <<<"$kind"
+        query "${group[@]}" get-iam-policy "$resource" "$@" \
+            --flatten="bindings[].members" \
+            --format="value(bindings.role,bindings.members)" || return 1
+        POLICIES[$key]=$QUERY_OUT
+    fi
+    [[ $'\n'${POLICIES[$key]}$'\n' == *$'\n'"$role"$'\t'"$member"$'\n'* ]]
 }
 
 # add-iam-policy-binding is itself idempotent (a binding is a set member), but
@@ -316,6 +324,7 @@ ensure_binding() {
     # Project policies may hold conditional bindings; gcloud then insists on
     # an explicit --condition (None = unconditional).
     [[ $kind != projects ]] || extra=(--condition=None)
+    POLICIES=()
     run_iam gcloud "${group[@]}" add-iam-policy-binding "$resource" "$@" "${extra[@]}" \
         --member="$member" --role="$role" --format=none
 }
@@ -327,6 +336,7 @@ remove_binding() {
     read -r -a group <<<"$kind"
     [[ $kind != projects ]] || extra=(--condition=None)
     if has_binding "$kind" "$resource" "$member" "$role" "$@"; then
+        POLICIES=()
         run gcloud "${group[@]}" remove-iam-policy-binding "$resource" "$@" "${extra[@]}" \
             --member="$member" --role="$role" --format=none
     fi

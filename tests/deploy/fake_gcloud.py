@@ -86,6 +86,7 @@ EMPTY_STATE: dict[str, Any] = {
     "backlog": {},
     "trigger_seq": 0,
 }
+READ_VERBS = {"describe", "list", "get-iam-policy"}
 RETRY = "RETRY_POLICY_RETRY"
 INGRESS = {
     "internal-only": "ALLOW_INTERNAL_ONLY",
@@ -591,7 +592,10 @@ def run_gcloud(state: dict[str, Any], argv: list[str], fail: str | None = None) 
     if command == "auth print-access-token":
         return Outcome(0, stdout="ya29.fake-token\n", command=command)
     project = args[0] if command.startswith("projects ") else flags.get("project")
-    scratch = copy.deepcopy(state)
+    # A read needs no scratch copy (handlers copy what they return); a write
+    # works on one, kept only if the whole call succeeds.
+    reading = command.rsplit(" ", 1)[-1] in READ_VERBS
+    scratch = state if reading else copy.deepcopy(state)
     try:
         if project != scratch["project_id"]:
             raise GcloudError(
@@ -602,8 +606,9 @@ def run_gcloud(state: dict[str, Any], argv: list[str], fail: str | None = None) 
         stdout = output(records, flags.get("format")) if records else ""
     except GcloudError as exc:
         return Outcome(exc.code, stderr=f"{exc}\n", command=command)
-    state.clear()
-    state.update(scratch)
+    if not reading:
+        state.clear()
+        state.update(scratch)
     return Outcome(0, stdout=stdout, command=command)
 
 

@@ -119,7 +119,7 @@ class Result:
 
 # The `gcloud` (and `curl`) on PATH: argv goes out NUL-separated (any byte but NUL survives),
 # and each answer line comes back tagged o (stdout), e (stderr) or x (exit code).
-SHIM = r"""#!/usr/bin/env bash
+SHIM = r"""#!/bin/bash
 exec 3<>/dev/tcp/127.0.0.1/{port} || exit 70
 printf '%s\0' {cloud_id} {tool} "$#" "$@" >&3
 status=70

@@ -27,6 +27,9 @@ import pytest
 from tests.deploy.harness import REPO, FakeCloud, Result
 from tests.deploy.test_deploy_production import PRODUCTION_ARGS, project_with_users
 
+# Each real gcloud start costs seconds: out of the quick loop (scripts/test.sh --quick).
+pytestmark = pytest.mark.slow
+
 GCLOUD = Path("/usr/bin/gcloud")
 RELEASE_TRACKS = {"alpha", "beta"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
