@@ -2,11 +2,14 @@
 # deploy.sh: one idempotent, least-privilege deployment of workflows-callback-relay.
 #
 # Creates (or checks) the relay and dead-letter topics, the dead-letter
-# subscription, three service accounts, a custom role holding only
-# workflows.callbacks.send, the relay function (Cloud Functions 2nd gen,
-# Pub/Sub trigger through Eventarc), the delivery policy of the trigger's
-# subscription, and the demo workflow. Every step describes before it creates,
-# so a re-run changes nothing that is already right. Run ./deploy.sh --help.
+# subscription, the service accounts (function, trigger, build, demo
+# workflow), a custom role holding only workflows.callbacks.send, the relay
+# function (Cloud Functions 2nd gen, Pub/Sub trigger through Eventarc), the
+# delivery policy of the trigger's subscription, and, on request, the demo
+# workflow, an HTTP twin of the function and an alert policy. Every step
+# describes before it creates, so a re-run changes nothing that is already
+# right; --status checks it all without changing anything.
+# Run ./deploy.sh --help; docs/deploy.md explains each grant.
 set -Eeuo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,18 +41,38 @@ MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-10}"
 MIN_RETRY_DELAY="${MIN_RETRY_DELAY:-10}"
 MAX_RETRY_DELAY="${MAX_RETRY_DELAY:-600}"
 DEAD_LETTER_RETENTION="${DEAD_LETTER_RETENTION:-7d}"
+BUILD_SA_NAME="${BUILD_SA_NAME:-callback-relay-build}"
+HTTP_FUNCTION_NAME="${HTTP_FUNCTION_NAME:-workflows-callback-relay-http}"
+HTTP_INGRESS="${HTTP_INGRESS:-internal-only}"
+# Empty: the demo workflow, by project id and by number.
+ALLOWED_WORKFLOWS="${ALLOWED_WORKFLOWS:-}"
+# Members, separated by commas or spaces (the flags add to these).
+PUBLISHERS="${PUBLISHERS:-}"
+HTTP_INVOKERS="${HTTP_INVOKERS:-}"
+ALERT_CHANNEL="${ALERT_CHANNEL:-}"
+ALERT_POLICY_NAME="${ALERT_POLICY_NAME:-workflows-callback-relay delivery}"
+# Empty: the retry window, MAX_DELIVERY_ATTEMPTS x (timeout + MAX_RETRY_DELAY).
+ALERT_OLDEST_UNACKED_SECONDS="${ALERT_OLDEST_UNACKED_SECONDS:-}"
+SKIP_DEMO_WORKFLOW="${SKIP_DEMO_WORKFLOW:-false}"
+WITH_HTTP_FUNCTION="${WITH_HTTP_FUNCTION:-false}"
+LEGACY_TOKEN_CREATOR="${LEGACY_TOKEN_CREATOR:-false}"
 # Seconds between retries of an IAM grant while a new service account propagates.
 IAM_RETRY_SLEEP="${IAM_RETRY_SLEEP:-5}"
+MONITORING_API="${MONITORING_API:-https://monitoring.googleapis.com}"
 
 MODE=deploy
 DRY_RUN=false
 ASSUME_YES=false
 USE_INVOKER_ROLE=false
-LEGACY_TOKEN_CREATOR=true
 FORCE=false
+ORIGINAL_ARGS=("$@")
 
-# The APIs this deployment uses, and no others.
+# The APIs this deployment uses, and no others. IAM comes first: creating a
+# service account fails without it, and the build service account needs it
+# (https://cloud.google.com/functions/docs/securing/build-custom-sa).
 REQUIRED_APIS=(
+    iam.googleapis.com
+    cloudresourcemanager.googleapis.com
     cloudfunctions.googleapis.com
     run.googleapis.com
     cloudbuild.googleapis.com
@@ -61,6 +84,10 @@ REQUIRED_APIS=(
     logging.googleapis.com
 )
 CALLBACK_PERMISSION=workflows.callbacks.send
+# What Cloud Build needs to build a function with a service account of its
+# own: write build logs, push the image to Artifact Registry, read the
+# uploaded source. https://cloud.google.com/functions/docs/securing/build-custom-sa
+BUILD_ROLES=(roles/logging.logWriter roles/artifactregistry.writer roles/storage.objectViewer)
 # Cloud Functions caps event-driven functions at 540 s:
 # https://cloud.google.com/functions/docs/configuring/timeout
 MAX_EVENT_FUNCTION_TIMEOUT=540
@@ -69,10 +96,32 @@ usage() {
     cat <<EOF
 Usage: $PROG [options]
 
-Deploy workflows-callback-relay to Google Cloud: topics, function, workflow,
-service accounts and the least IAM they need. Safe to run again.
+Deploy workflows-callback-relay to Google Cloud: topics, function, service
+accounts and the least IAM they need, for your own workflows and workers.
+Safe to run again; --status checks a deployment without changing it.
 
-Options:
+Who may resume what (each flag is also an environment variable):
+  --allowed-workflows LIST
+                          Workflows the relay may resume: comma-separated
+                          projects/P/locations/L/workflows/W, '*' for a whole segment
+                          (env ALLOWED_WORKFLOWS; default: the demo workflow, by project id and number)
+  --publisher MEMBER      Grant roles/pubsub.publisher on the relay topic only, e.g.
+                          serviceAccount:worker@P.iam.gserviceaccount.com; repeatable
+                          (env PUBLISHERS, comma-separated)
+  --skip-demo-workflow    Do not deploy workflow.yaml or its service account
+                          (env SKIP_DEMO_WORKFLOW=true; needs --allowed-workflows)
+  --with-http-function    Also deploy the relay_http entry point as the HTTP function
+                          HTTP_FUNCTION_NAME: never public (no --allow-unauthenticated),
+                          ingress HTTP_INGRESS (env WITH_HTTP_FUNCTION=true)
+  --http-invoker MEMBER   Grant roles/run.invoker on the HTTP function only; repeatable
+                          (env HTTP_INVOKERS, comma-separated)
+  --http-ingress SETTING  internal-only, internal-and-gclb or all
+                          (env HTTP_INGRESS; default internal-only)
+  --alert-channel CHANNEL Create or update the alert policy ALERT_POLICY_NAME, notifying
+                          projects/P/notificationChannels/N when a dead letter is held 5 minutes
+                          or a trigger message outlives the retry window (env ALERT_CHANNEL)
+
+Function and delivery:
   --project ID            Google Cloud project (env PROJECT_ID; default: gcloud config)
   --region REGION         Region of the function, trigger and workflow (env REGION; default us-central1)
   --runtime RUNTIME       Function runtime, python312 or newer (env FUNCTION_RUNTIME; default python312)
@@ -82,15 +131,19 @@ Options:
   --max-instances N       Instance cap (env FUNCTION_MAX_INSTANCES; default 10)
   --timeout SECONDS       Function timeout, at most 540 (env FUNCTION_TIMEOUT; default 60); must exceed
                           CALLBACK_RETRY_DEADLINE_SECONDS + CALLBACK_CONNECT_TIMEOUT_SECONDS
-                          + CALLBACK_READ_TIMEOUT_SECONDS (defaults 30 + 5 + 15)
+                          + CALLBACK_READ_TIMEOUT_SECONDS (defaults 30 + 5 + 15). The trigger
+                          subscription's ack deadline is set to at least this.
   --max-delivery-attempts N
                           Deliveries before a message goes to the dead-letter topic, 5-100
                           (env MAX_DELIVERY_ATTEMPTS; default 10)
   --use-invoker-role      Grant the function roles/workflows.invoker instead of the custom role
                           (broader: it may also start and cancel every workflow in the project)
-  --no-legacy-token-creator
-                          Skip roles/iam.serviceAccountTokenCreator for the Pub/Sub service agent
-                          on the trigger service account (needed only by agents older than 2021-04-08)
+  --legacy-token-creator  Grant the Pub/Sub service agent roles/iam.serviceAccountTokenCreator
+                          on the trigger service account; only agents enabled on or before
+                          2021-04-08 need it (env LEGACY_TOKEN_CREATOR=true; default off)
+
+Modes:
+  --status                Read-only health check: exit 0 when all is as this script leaves it, else 1
   --force                 Redeploy the function and workflow even if unchanged
   --dry-run               Print every command that would change something; change nothing
   --destroy               Delete what this script creates (asks first)
@@ -100,18 +153,27 @@ Options:
 Resource names come from the environment (defaults in brackets):
   RELAY_TOPIC [$RELAY_TOPIC]  DEAD_LETTER_TOPIC [$DEAD_LETTER_TOPIC]
   DEAD_LETTER_SUBSCRIPTION [$DEAD_LETTER_SUBSCRIPTION]
-  FUNCTION_NAME [$FUNCTION_NAME]  WORKFLOW_NAME [$WORKFLOW_NAME]
-  FUNCTION_SA_NAME [$FUNCTION_SA_NAME]  TRIGGER_SA_NAME [$TRIGGER_SA_NAME]
+  FUNCTION_NAME [$FUNCTION_NAME]  HTTP_FUNCTION_NAME [$HTTP_FUNCTION_NAME]
+  WORKFLOW_NAME [$WORKFLOW_NAME]  FUNCTION_SA_NAME [$FUNCTION_SA_NAME]
+  TRIGGER_SA_NAME [$TRIGGER_SA_NAME]  BUILD_SA_NAME [$BUILD_SA_NAME]
   WORKFLOW_SA_NAME [$WORKFLOW_SA_NAME]  CUSTOM_ROLE_ID [$CUSTOM_ROLE_ID]
+  ALERT_POLICY_NAME [$ALERT_POLICY_NAME]
 Delivery policy: MIN_RETRY_DELAY [$MIN_RETRY_DELAY s], MAX_RETRY_DELAY [$MAX_RETRY_DELAY s],
-  DEAD_LETTER_RETENTION [$DEAD_LETTER_RETENTION] on $DEAD_LETTER_SUBSCRIPTION.
+  DEAD_LETTER_RETENTION [$DEAD_LETTER_RETENTION] on $DEAD_LETTER_SUBSCRIPTION,
+  ALERT_OLDEST_UNACKED_SECONDS [the retry window].
 Function settings: CALLBACK_RETRY_DEADLINE_SECONDS, CALLBACK_CONNECT_TIMEOUT_SECONDS,
   CALLBACK_READ_TIMEOUT_SECONDS, LOG_LEVEL.
 
 Examples:
   $PROG --project my-project
+  $PROG --project my-project --skip-demo-workflow \\
+      --allowed-workflows 'projects/my-project/locations/*/workflows/orders' \\
+      --publisher serviceAccount:worker@my-project.iam.gserviceaccount.com
+  $PROG --project my-project --status
   $PROG --project my-project --dry-run
   $PROG --project my-project --destroy --yes
+
+Every grant and why: docs/deploy.md.
 EOF
 }
 
@@ -198,23 +260,24 @@ run_iam() {
 # --dry-run, where it counts as "not found" so the plan can still be shown.
 # (No command substitution around it: die must exit the main shell.)
 QUERY_OUT=""
+QUERY_ERR=""
 query() {
-    local err status=0
-    err="$(mktemp)"
-    QUERY_OUT="$(gcloud "$@" 2>"$err")" || status=$?
-    local message
-    message="$(cat "$err")"
-    rm -f "$err"
+    local status=0 message=""
+    # One scratch file for every query's stderr: a script run makes dozens.
+    [[ -n $QUERY_ERR ]] || QUERY_ERR="$(mktemp)"
+    QUERY_OUT="$(gcloud "$@" 2>"$QUERY_ERR")" || status=$?
     if ((status == 0)); then
         return 0
     fi
+    IFS= read -r -d '' message <"$QUERY_ERR" || true
+    message=${message%$'\n'}
     QUERY_OUT=""
     # "Permission denied ... or it may not exist" is not a "not found".
     if ! grep -qiE 'PERMISSION_DENIED|UNAUTHENTICATED|\b40[13]\b' <<<"$message" &&
         grep -qiE 'NOT_FOUND|not found|does not exist|\b404\b' <<<"$message"; then
         return 1
     fi
-    if $DRY_RUN; then
+    if $DRY_RUN || [[ $MODE == status ]]; then
         warn "could not read ($(quote_cmd gcloud "$@")): ${message:-exit $status}; assuming it is missing"
         return 1
     fi
@@ -226,17 +289,25 @@ exists() {
     query "$@"
 }
 
+# IAM policies read in this run, by resource; any IAM write empties it. The
+# project's policy is checked for five grants, and each read is a gcloud call.
+declare -A POLICIES=()
+
 # True when RESOURCE's IAM policy already binds MEMBER to ROLE.
 # KIND is the gcloud group, e.g. "pubsub topics"; the rest are flags like --region.
 has_binding() {
     local kind=$1 resource=$2 member=$3 role=$4
     shift 4
-    local -a group
-    read -r -a group <<<"$kind"
-    query "${group[@]}" get-iam-policy "$resource" "$@" \
-        --flatten="bindings[].members" \
-        --format="value(bindings.role,bindings.members)" || return 1
-    grep -Fxq "$role"$'\t'"$member" <<<"$QUERY_OUT"
+    local key="$kind|$resource|$*"
+    if [[ -z ${POLICIES[$key]+read} ]]; then
+        local -a group
+        read -r -a group <<<"$kind"
+        query "${group[@]}" get-iam-policy "$resource" "$@" \
+            --flatten="bindings[].members" \
+            --format="value(bindings.role,bindings.members)" || return 1
+        POLICIES[$key]=$QUERY_OUT
+    fi
+    [[ $'\n'${POLICIES[$key]}$'\n' == *$'\n'"$role"$'\t'"$member"$'\n'* ]]
 }
 
 # add-iam-policy-binding is itself idempotent (a binding is a set member), but
@@ -253,6 +324,7 @@ ensure_binding() {
     # Project policies may hold conditional bindings; gcloud then insists on
     # an explicit --condition (None = unconditional).
     [[ $kind != projects ]] || extra=(--condition=None)
+    POLICIES=()
     run_iam gcloud "${group[@]}" add-iam-policy-binding "$resource" "$@" "${extra[@]}" \
         --member="$member" --role="$role" --format=none
 }
@@ -264,31 +336,31 @@ remove_binding() {
     read -r -a group <<<"$kind"
     [[ $kind != projects ]] || extra=(--condition=None)
     if has_binding "$kind" "$resource" "$member" "$role" "$@"; then
+        POLICIES=()
         run gcloud "${group[@]}" remove-iam-policy-binding "$resource" "$@" "${extra[@]}" \
             --member="$member" --role="$role" --format=none
     fi
 }
 
+if command -v sha256sum >/dev/null; then
+    HASH_FILES=(sha256sum --)
+else
+    HASH_FILES=(shasum -a 256 --) # macOS
+fi
 sha256() {
-    if command -v sha256sum >/dev/null; then
-        sha256sum | cut -c1-40
-    else
-        shasum -a 256 | cut -c1-40
-    fi
+    "${HASH_FILES[@]::${#HASH_FILES[@]}-1}" | cut -c1-40
 }
 
 # Fingerprint of the files gcloud would upload (the same exclusions as
 # function/.gcloudignore), used to skip an unchanged redeploy.
 source_fingerprint() {
     local dir=$1
+    # Each file's name and hash, in a fixed order: a few processes, not one per file.
     (
         cd "$dir"
         find . -type f \
             ! -path '*/__pycache__/*' ! -name '*.py[cod]' ! -path './tests/*' \
-            ! -path './.*' ! -name '.*' -print | LC_ALL=C sort | while IFS= read -r file; do
-            printf '%s\n' "$file"
-            cat "$file"
-        done
+            ! -path './.*' ! -name '.*' -print0 | LC_ALL=C sort -z | xargs -0 "${HASH_FILES[@]}"
     ) | sha256
 }
 
@@ -332,8 +404,17 @@ while (($# > 0)); do
     --max-instances) need_value "$@"; FUNCTION_MAX_INSTANCES=$2; shift 2 ;;
     --timeout) need_value "$@"; FUNCTION_TIMEOUT=${2%s}; shift 2 ;;
     --max-delivery-attempts) need_value "$@"; MAX_DELIVERY_ATTEMPTS=$2; shift 2 ;;
+    --allowed-workflows) need_value "$@"; ALLOWED_WORKFLOWS=$2; shift 2 ;;
+    --publisher) need_value "$@"; PUBLISHERS+=" $2"; shift 2 ;;
+    --skip-demo-workflow) SKIP_DEMO_WORKFLOW=true; shift ;;
+    --with-http-function) WITH_HTTP_FUNCTION=true; shift ;;
+    --http-invoker) need_value "$@"; HTTP_INVOKERS+=" $2"; shift 2 ;;
+    --http-ingress) need_value "$@"; HTTP_INGRESS=$2; shift 2 ;;
+    --alert-channel) need_value "$@"; ALERT_CHANNEL=$2; shift 2 ;;
     --use-invoker-role) USE_INVOKER_ROLE=true; shift ;;
+    --legacy-token-creator) LEGACY_TOKEN_CREATOR=true; shift ;;
     --no-legacy-token-creator) LEGACY_TOKEN_CREATOR=false; shift ;;
+    --status) MODE=status; shift ;;
     --force) FORCE=true; shift ;;
     --dry-run) DRY_RUN=true; shift ;;
     --destroy) MODE=destroy; shift ;;
@@ -357,6 +438,10 @@ fi
 
 # --- validation ---------------------------------------------------------------
 validate() {
+    local flag
+    for flag in SKIP_DEMO_WORKFLOW WITH_HTTP_FUNCTION LEGACY_TOKEN_CREATOR; do
+        [[ ${!flag} == true || ${!flag} == false ]] || die "$flag must be true or false, not '${!flag}'"
+    done
     if [[ ! $PROJECT_ID =~ ^[a-z][-a-z0-9.:]{4,61}[a-z0-9]$ ]]; then
         die "PROJECT_ID '$PROJECT_ID' is not a project id"
     fi
@@ -406,13 +491,73 @@ validate() {
         die "--concurrency $FUNCTION_CONCURRENCY needs --cpu 1 or more (Cloud Functions rule for concurrency > 1)"
     fi
     [[ -f $SCRIPT_DIR/function/main.py ]] || die "function/main.py not found next to $PROG"
-    [[ -f $SCRIPT_DIR/workflow.yaml ]] || die "workflow.yaml not found next to $PROG"
+    [[ -f $SCRIPT_DIR/workflow.yaml ]] || $SKIP_DEMO_WORKFLOW || die "workflow.yaml not found next to $PROG"
+    validate_access
 }
+
+# The same syntax as callback_relay.config.parse_allowed_workflows: a segment
+# is '*' or an id, never a partial wildcard.
+WORKFLOW_SEGMENT='(\*|[A-Za-z0-9][A-Za-z0-9_-]{0,127})'
+ALLOWED_WORKFLOW_RE="^projects/$WORKFLOW_SEGMENT/locations/$WORKFLOW_SEGMENT/workflows/$WORKFLOW_SEGMENT\$"
+# IAM principals in gcloud's --member syntax. allUsers and
+# allAuthenticatedUsers are refused: nothing here is ever public.
+MEMBER_RE='^(serviceAccount|user|group|domain|principal|principalSet):[^[:space:],]+$'
+
+split_list() {
+    # "a, b c" -> one item per line
+    tr -s ', ' '\n' <<<"$1" | grep -v '^$' || true
+}
+
+validate_access() {
+    local entry member
+    if [[ -n $ALLOWED_WORKFLOWS ]]; then
+        ALLOWED_WORKFLOWS="$(split_list "$ALLOWED_WORKFLOWS" | paste -sd, -)"
+        [[ -n $ALLOWED_WORKFLOWS ]] || die "--allowed-workflows holds no entry"
+        while IFS= read -r entry; do
+            [[ $entry =~ $ALLOWED_WORKFLOW_RE ]] ||
+                die "--allowed-workflows entry '$entry' is not projects/PROJECT/locations/LOCATION/workflows/WORKFLOW ('*' for a whole segment)"
+        done < <(split_list "$ALLOWED_WORKFLOWS")
+    elif $SKIP_DEMO_WORKFLOW; then
+        die "--skip-demo-workflow needs --allowed-workflows: the default allows only the demo workflow"
+    fi
+    mapfile -t PUBLISHER_MEMBERS < <(split_list "$PUBLISHERS")
+    mapfile -t HTTP_INVOKER_MEMBERS < <(split_list "$HTTP_INVOKERS")
+    for member in "${PUBLISHER_MEMBERS[@]}" "${HTTP_INVOKER_MEMBERS[@]}"; do
+        [[ $member =~ $MEMBER_RE ]] ||
+            die "'$member' is not an IAM member such as serviceAccount:worker@PROJECT.iam.gserviceaccount.com (allUsers and allAuthenticatedUsers are refused)"
+    done
+    if ((${#HTTP_INVOKER_MEMBERS[@]} > 0)) && ! $WITH_HTTP_FUNCTION; then
+        die "--http-invoker needs --with-http-function"
+    fi
+    case $HTTP_INGRESS in
+    internal-only | internal-and-gclb | all) ;;
+    *) die "--http-ingress must be internal-only, internal-and-gclb or all" ;;
+    esac
+    if [[ -n $ALERT_CHANNEL && ! $ALERT_CHANNEL =~ ^projects/[^/]+/notificationChannels/[0-9]+$ ]]; then
+        die "--alert-channel must be projects/PROJECT/notificationChannels/ID (gcloud beta monitoring channels list)"
+    fi
+    [[ $ALERT_POLICY_NAME =~ ^[^\"\\]+$ ]] || die "ALERT_POLICY_NAME must not be empty or hold quotes or backslashes"
+    if [[ -n $ALERT_OLDEST_UNACKED_SECONDS ]] && ! is_int "$ALERT_OLDEST_UNACKED_SECONDS"; then
+        die "ALERT_OLDEST_UNACKED_SECONDS must be whole seconds"
+    fi
+}
+PUBLISHER_MEMBERS=()
+HTTP_INVOKER_MEMBERS=()
 validate
 
 FUNCTION_SA="$FUNCTION_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
 TRIGGER_SA="$TRIGGER_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
 WORKFLOW_SA="$WORKFLOW_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
+BUILD_SA="$BUILD_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
+RELAY_TOPIC_PATH="projects/$PROJECT_ID/topics/$RELAY_TOPIC"
+# For push delivery the ack deadline is the push request's timeout
+# (ackDeadlineSeconds, https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.subscriptions):
+# it must outlast one whole function run, or Pub/Sub redelivers mid-call.
+ACK_DEADLINE=$((FUNCTION_TIMEOUT > 10 ? FUNCTION_TIMEOUT : 10))
+# How long a message may wait on the trigger's subscription when every
+# delivery fails slowly: each attempt may run the full timeout, then back off
+# up to MAX_RETRY_DELAY. Older than that, delivery is stuck, not retrying.
+RETRY_WINDOW_SECONDS=${ALERT_OLDEST_UNACKED_SECONDS:-$((MAX_DELIVERY_ATTEMPTS * (FUNCTION_TIMEOUT + MAX_RETRY_DELAY)))}
 CUSTOM_ROLE="projects/$PROJECT_ID/roles/$CUSTOM_ROLE_ID"
 DEAD_LETTER_TOPIC_PATH="projects/$PROJECT_ID/topics/$DEAD_LETTER_TOPIC"
 if $USE_INVOKER_ROLE; then
@@ -433,23 +578,38 @@ summary() {
     say "  relay topic        $RELAY_TOPIC"
     say "  dead-letter topic  $DEAD_LETTER_TOPIC (subscription $DEAD_LETTER_SUBSCRIPTION, retention $DEAD_LETTER_RETENTION)"
     say "  function           $FUNCTION_NAME ($FUNCTION_RUNTIME, entry point relay, $FUNCTION_MEMORY, cpu $FUNCTION_CPU, concurrency $FUNCTION_CONCURRENCY, max instances $FUNCTION_MAX_INSTANCES, timeout ${FUNCTION_TIMEOUT}s)"
-    say "  workflow           $WORKFLOW_NAME (RELAY_TOPIC=$RELAY_TOPIC)"
-    say "  service accounts   $FUNCTION_SA (function), $TRIGGER_SA (trigger), $WORKFLOW_SA (workflow)"
+    if $WITH_HTTP_FUNCTION; then
+        say "  HTTP function      $HTTP_FUNCTION_NAME (entry point relay_http, ingress $HTTP_INGRESS, invokers: ${HTTP_INVOKER_MEMBERS[*]:-none})"
+    fi
+    say "  allowed workflows  ${ALLOWED_WORKFLOWS:-the demo workflow $WORKFLOW_NAME, by project id and number}"
+    say "  publishers         ${PUBLISHER_MEMBERS[*]:-none}$($SKIP_DEMO_WORKFLOW || printf ' (and the demo workflow)')"
+    if $SKIP_DEMO_WORKFLOW; then
+        say "  workflow           none (--skip-demo-workflow)"
+    else
+        say "  workflow           $WORKFLOW_NAME (RELAY_TOPIC=$RELAY_TOPIC)"
+    fi
+    say "  service accounts   $FUNCTION_SA (function), $TRIGGER_SA (trigger), $BUILD_SA (build)$($SKIP_DEMO_WORKFLOW || printf ', %s (workflow)' "$WORKFLOW_SA")"
     say "  function role      $FUNCTION_ROLE"
-    say "  delivery policy    $MAX_DELIVERY_ATTEMPTS attempts, backoff ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s, then $DEAD_LETTER_TOPIC"
+    say "  delivery policy    $MAX_DELIVERY_ATTEMPTS attempts, backoff ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s, then $DEAD_LETTER_TOPIC; ack deadline ${ACK_DEADLINE}s"
+    if [[ -n $ALERT_CHANNEL ]]; then
+        say "  alert policy       $ALERT_POLICY_NAME -> $ALERT_CHANNEL"
+    fi
 }
 
 # --- deploy steps -------------------------------------------------------------
 PROJECT_NUMBER=""
 PUBSUB_AGENT=""
+ALLOWED=""
 
 enable_apis() {
-    step "Enable APIs" "Enabling APIs needs roles/serviceusage.serviceUsageAdmin and a billing account on the project."
+    step "Enable APIs" "Enabling APIs needs serviceusage.services.enable (roles/serviceusage.serviceUsageAdmin) and a billing account on the project."
     local enabled="" missing=() api
+    local -a apis=("${REQUIRED_APIS[@]}")
+    [[ -z $ALERT_CHANNEL ]] || apis+=(monitoring.googleapis.com)
     if query services list --enabled "${P[@]}" --format="value(config.name)"; then
         enabled=$QUERY_OUT
     fi
-    for api in "${REQUIRED_APIS[@]}"; do
+    for api in "${apis[@]}"; do
         if grep -Fxq "$api" <<<"$enabled"; then
             say "    = $api"
         else
@@ -462,17 +622,24 @@ enable_apis() {
 }
 
 lookup_project_number() {
-    step "Look up the project number" "Check that project $PROJECT_ID exists and you can read it: gcloud projects describe $PROJECT_ID"
+    step "Look up the project number" "Reading the project needs resourcemanager.projects.get (roles/browser). Check: gcloud projects describe $PROJECT_ID"
     PROJECT_NUMBER=""
     if query projects describe "$PROJECT_ID" --format="value(projectNumber)"; then
         PROJECT_NUMBER=$QUERY_OUT
     fi
     if [[ -z $PROJECT_NUMBER ]]; then
-        $DRY_RUN || die "could not read the number of project $PROJECT_ID"
+        $DRY_RUN || [[ $MODE == status ]] || die "could not read the number of project $PROJECT_ID"
         PROJECT_NUMBER="PROJECT_NUMBER"
     fi
     PUBSUB_AGENT="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
-    say "    project number $PROJECT_NUMBER; Pub/Sub service agent $PUBSUB_AGENT"
+    # The callback URL may name the project by id or by number: by default
+    # allow both, for the demo workflow only.
+    ALLOWED=$ALLOWED_WORKFLOWS
+    if [[ -z $ALLOWED ]]; then
+        ALLOWED="projects/$PROJECT_ID/locations/$REGION/workflows/$WORKFLOW_NAME"
+        ALLOWED+=",projects/$PROJECT_NUMBER/locations/$REGION/workflows/$WORKFLOW_NAME"
+    fi
+    [[ $MODE == status ]] || say "    project number $PROJECT_NUMBER; Pub/Sub service agent $PUBSUB_AGENT"
 }
 
 ensure_topic() {
@@ -485,10 +652,10 @@ ensure_topic() {
 }
 
 create_topics() {
-    step "Create the topics" "Creating topics needs roles/pubsub.editor."
+    step "Create the topics" "Creating topics needs pubsub.topics.create (roles/pubsub.editor)."
     ensure_topic "$RELAY_TOPIC"
     ensure_topic "$DEAD_LETTER_TOPIC"
-    step "Create the dead-letter subscription" "Creating subscriptions needs roles/pubsub.editor."
+    step "Create the dead-letter subscription" "Creating subscriptions needs pubsub.subscriptions.create (roles/pubsub.editor)."
     # Kept so that tools/replay_dead_letters.py can move messages back; never
     # expires, and a message stays for DEAD_LETTER_RETENTION (at most 31d).
     if exists pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "${P[@]}" --format="value(name)"; then
@@ -512,14 +679,20 @@ ensure_service_account() {
 }
 
 create_service_accounts() {
-    step "Create the service accounts" "Creating service accounts needs roles/iam.serviceAccountAdmin."
+    step "Create the service accounts" "Creating service accounts needs iam.serviceAccounts.create (roles/iam.serviceAccountAdmin) and the IAM API."
     ensure_service_account "$FUNCTION_SA_NAME" "$FUNCTION_SA" "callback relay function (sends Workflows callbacks)"
     ensure_service_account "$TRIGGER_SA_NAME" "$TRIGGER_SA" "callback relay Eventarc trigger (invokes the function)"
-    ensure_service_account "$WORKFLOW_SA_NAME" "$WORKFLOW_SA" "callback relay demo workflow (publishes to the relay topic)"
+    ensure_service_account "$BUILD_SA_NAME" "$BUILD_SA" "callback relay build (Cloud Build for the function)"
+    if ! $SKIP_DEMO_WORKFLOW; then
+        ensure_service_account "$WORKFLOW_SA_NAME" "$WORKFLOW_SA" "callback relay demo workflow (publishes to the relay topic)"
+    fi
 }
 
 ensure_custom_role() {
-    step "Create the custom role $CUSTOM_ROLE_ID" "Creating roles needs roles/iam.roleAdmin. A role deleted less than 37 days ago cannot be recreated, only undeleted."
+    # https://cloud.google.com/iam/docs/creating-custom-roles#deleting-custom-role:
+    # a deleted role can be undeleted for 7 days; after that it is purged and
+    # its ID cannot be reused until 37 days after the deletion.
+    step "Create the custom role $CUSTOM_ROLE_ID" "Creating roles needs iam.roles.create/get/update/undelete (roles/iam.roleAdmin). A custom role deleted more than 7 days ago cannot be undeleted, and its ID cannot be reused until 37 days after the deletion: run again with CUSTOM_ROLE_ID=another-id (e.g. ${CUSTOM_ROLE_ID}2)."
     local deleted permissions
     if query iam roles describe "$CUSTOM_ROLE_ID" "${P[@]}" --format='value[separator="|"](deleted,includedPermissions)'; then
         # "|", not the default tab: read would merge the empty fields around a tab.
@@ -542,70 +715,135 @@ ensure_custom_role() {
 }
 
 grant_project_roles() {
-    step "Grant project-level roles" "Granting roles needs roles/resourcemanager.projectIamAdmin (or Owner)."
+    step "Grant project-level roles" "Granting roles needs resourcemanager.projects.getIamPolicy/setIamPolicy (roles/resourcemanager.projectIamAdmin)."
     if $USE_INVOKER_ROLE; then
         warn "--use-invoker-role: $FUNCTION_SA gets roles/workflows.invoker, which also lets it start and cancel every workflow in $PROJECT_ID. The default custom role $CUSTOM_ROLE_ID holds only $CALLBACK_PERMISSION."
     fi
+    local grant
+    while IFS= read -r grant; do
+        # shellcheck disable=SC2086 # the record's fields are single words
+        ensure_binding projects "$PROJECT_ID" ${grant}
+    done < <(project_grants)
+    step "Let the publishers publish to $RELAY_TOPIC" "Setting topic IAM needs pubsub.topics.getIamPolicy/setIamPolicy (roles/pubsub.admin on the topic). Each --publisher must exist: gcloud iam service-accounts describe EMAIL."
+    local member
+    while IFS= read -r member; do
+        ensure_binding "pubsub topics" "$RELAY_TOPIC" "$member" roles/pubsub.publisher "${P[@]}"
+    done < <(publisher_members)
+}
+
+# "MEMBER ROLE" per line: the project-level grants this script makes.
+project_grants() {
     # Workflows has no per-workflow IAM, so the callback permission is granted
     # on the project; ALLOWED_WORKFLOWS narrows what the relay will call.
-    ensure_binding projects "$PROJECT_ID" "serviceAccount:$FUNCTION_SA" "$FUNCTION_ROLE"
-    ensure_binding projects "$PROJECT_ID" "serviceAccount:$WORKFLOW_SA" roles/logging.logWriter
-    step "Let the workflow publish to $RELAY_TOPIC" "Setting topic IAM needs roles/pubsub.admin or roles/pubsub.editor on the topic."
-    ensure_binding "pubsub topics" "$RELAY_TOPIC" "serviceAccount:$WORKFLOW_SA" roles/pubsub.publisher "${P[@]}"
+    printf '%s %s\n' "serviceAccount:$FUNCTION_SA" "$FUNCTION_ROLE"
+    local role
+    for role in "${BUILD_ROLES[@]}"; do
+        printf '%s %s\n' "serviceAccount:$BUILD_SA" "$role"
+    done
+    $SKIP_DEMO_WORKFLOW || printf '%s %s\n' "serviceAccount:$WORKFLOW_SA" roles/logging.logWriter
 }
 
-FUNCTION_STATE=""
-FUNCTION_HASH=""
-FUNCTION_SERVICE=""
-FUNCTION_TRIGGER=""
-
-describe_function() {
-    FUNCTION_STATE="" FUNCTION_HASH="" FUNCTION_SERVICE="" FUNCTION_TRIGGER=""
-    query functions describe "$FUNCTION_NAME" --region="$REGION" "${P[@]}" --v2 \
-        --format='value[separator="|"](state,labels.deploy_hash,serviceConfig.service,eventTrigger.trigger)' || return 1
-    IFS='|' read -r FUNCTION_STATE FUNCTION_HASH FUNCTION_SERVICE FUNCTION_TRIGGER <<<"$QUERY_OUT"
+publisher_members() {
+    $SKIP_DEMO_WORKFLOW || printf '%s\n' "serviceAccount:$WORKFLOW_SA"
+    ((${#PUBLISHER_MEMBERS[@]} == 0)) || printf '%s\n' "${PUBLISHER_MEMBERS[@]}"
 }
 
-deploy_function() {
-    step "Deploy the function $FUNCTION_NAME" "Read the build log link above. Deploying needs roles/cloudfunctions.developer and roles/iam.serviceAccountUser on $FUNCTION_SA and $TRIGGER_SA; the Cloud Build service account needs roles/cloudbuild.builds.builder."
-    local allowed env_vars fingerprint
-    # The callback URL may name the project by id or by number: allow both,
-    # for this one workflow only.
-    allowed="projects/$PROJECT_ID/locations/$REGION/workflows/$WORKFLOW_NAME"
-    allowed+=",projects/$PROJECT_NUMBER/locations/$REGION/workflows/$WORKFLOW_NAME"
+function_env_vars() {
     # '^@^' makes @ the list separator, so ALLOWED_WORKFLOWS may hold commas
     # (gcloud topic escaping).
-    env_vars="^@^ALLOWED_WORKFLOWS=$allowed"
+    local env_vars="^@^ALLOWED_WORKFLOWS=$ALLOWED"
     env_vars+="@CALLBACK_RETRY_DEADLINE_SECONDS=$CALLBACK_RETRY_DEADLINE_SECONDS"
     env_vars+="@CALLBACK_CONNECT_TIMEOUT_SECONDS=$CALLBACK_CONNECT_TIMEOUT_SECONDS"
     env_vars+="@CALLBACK_READ_TIMEOUT_SECONDS=$CALLBACK_READ_TIMEOUT_SECONDS"
     env_vars+="@LOG_LEVEL=$LOG_LEVEL"
     # functions-framework serves with gunicorn; one thread per concurrent request.
     env_vars+="@THREADS=$FUNCTION_CONCURRENCY"
-    local -a flags=(
+    printf '%s' "$env_vars"
+}
+
+# Flags both functions share: runtime, source, identity, build account, limits.
+common_function_flags() {
+    COMMON_FLAGS=(
         --gen2
         --region="$REGION"
         "${P[@]}"
         --runtime="$FUNCTION_RUNTIME"
         --source="$SCRIPT_DIR/function"
-        --entry-point=relay
-        --trigger-topic="$RELAY_TOPIC"
-        --retry
         --service-account="$FUNCTION_SA"
-        --trigger-service-account="$TRIGGER_SA"
-        --set-env-vars="$env_vars"
+        # A build account of our own: since July 2024 a new project's default
+        # Cloud Build account may lack the roles a build needs, and with
+        # --quiet gcloud does not warn.
+        # https://cloud.google.com/functions/docs/securing/build-custom-sa
+        --build-service-account="projects/$PROJECT_ID/serviceAccounts/$BUILD_SA"
+        --set-env-vars="$(function_env_vars)"
         --memory="$FUNCTION_MEMORY"
         --cpu="$FUNCTION_CPU"
         --concurrency="$FUNCTION_CONCURRENCY"
         --max-instances="$FUNCTION_MAX_INSTANCES"
         --timeout="${FUNCTION_TIMEOUT}s"
-        --ingress-settings=internal-only
         --no-allow-unauthenticated
     )
-    fingerprint="$({ source_fingerprint "$SCRIPT_DIR/function"; printf '%s\n' "${flags[@]}"; } | sha256)"
-    if ! $FORCE && describe_function && [[ $FUNCTION_STATE == ACTIVE && $FUNCTION_HASH == "$fingerprint" ]]; then
-        say "    = function $FUNCTION_NAME is active with the same source and settings (use --force to redeploy)"
-        return 0
+}
+
+FUNCTION_STATE=""
+FUNCTION_HASH=""
+FUNCTION_SERVICE=""
+FUNCTION_TRIGGER=""
+TRIGGER_TOPIC=""
+TRIGGER_ACCOUNT=""
+TRIGGER_RETRY=""
+FUNCTION_ALLOWED=""
+
+describe_function() {
+    FUNCTION_STATE="" FUNCTION_HASH="" FUNCTION_SERVICE="" FUNCTION_TRIGGER=""
+    TRIGGER_TOPIC="" TRIGGER_ACCOUNT="" TRIGGER_RETRY="" FUNCTION_ALLOWED=""
+    query functions describe "$FUNCTION_NAME" --region="$REGION" "${P[@]}" --v2 \
+        --format='value[separator="|"](state,labels.deploy_hash,serviceConfig.service,eventTrigger.trigger,eventTrigger.pubsubTopic,eventTrigger.serviceAccountEmail,eventTrigger.retryPolicy,serviceConfig.environmentVariables.ALLOWED_WORKFLOWS)' || return 1
+    IFS='|' read -r FUNCTION_STATE FUNCTION_HASH FUNCTION_SERVICE FUNCTION_TRIGGER \
+        TRIGGER_TOPIC TRIGGER_ACCOUNT TRIGGER_RETRY FUNCTION_ALLOWED <<<"$QUERY_OUT"
+}
+
+# What must change on the function's trigger; empty when it is as wanted.
+trigger_drift() {
+    local drift=()
+    [[ $TRIGGER_TOPIC == "$RELAY_TOPIC_PATH" ]] || drift+=("topic ${TRIGGER_TOPIC:-none} -> $RELAY_TOPIC_PATH")
+    [[ $TRIGGER_ACCOUNT == "$TRIGGER_SA" ]] || drift+=("service account ${TRIGGER_ACCOUNT:-none} -> $TRIGGER_SA")
+    [[ $TRIGGER_RETRY == RETRY_POLICY_RETRY ]] || drift+=("retry ${TRIGGER_RETRY:-none} -> RETRY_POLICY_RETRY")
+    local IFS=';'
+    printf '%s' "${drift[*]}"
+}
+
+deploy_function() {
+    step "Deploy the function $FUNCTION_NAME" "Read the build log link above. Deploying needs roles/cloudfunctions.developer, iam.serviceAccounts.actAs (roles/iam.serviceAccountUser) on $FUNCTION_SA, $TRIGGER_SA and $BUILD_SA, and eventarc.triggers.get (roles/eventarc.viewer) to read the trigger back."
+    local fingerprint drift
+    common_function_flags
+    local -a trigger_flags=(
+        --trigger-topic="$RELAY_TOPIC"
+        --retry
+        --trigger-service-account="$TRIGGER_SA"
+    )
+    local -a flags=("${COMMON_FLAGS[@]}" --entry-point=relay --ingress-settings=internal-only)
+    # The fingerprint covers the trigger flags too, passed or not.
+    fingerprint="$({ source_fingerprint "$SCRIPT_DIR/function"; printf '%s\n' "${flags[@]}" "${trigger_flags[@]}"; } | sha256)"
+    if describe_function; then
+        drift="$(trigger_drift)"
+        if ! $FORCE && [[ $FUNCTION_STATE == ACTIVE && $FUNCTION_HASH == "$fingerprint" && -z $drift ]]; then
+            say "    = function $FUNCTION_NAME is active with the same source and settings (use --force to redeploy)"
+            return 0
+        fi
+        if [[ -z $drift ]]; then
+            # gcloud functions deploy --help: "If you don't specify a trigger
+            # when deploying an update to an existing function it will keep its
+            # current trigger." Passing --trigger-topic again puts the trigger in
+            # the update mask, which can recreate the Eventarc trigger and its
+            # subscription, dropping the delivery policy set below.
+            say "    = trigger unchanged (topic, service account, retry): redeploying without trigger flags, so the trigger and its subscription stay"
+        else
+            warn "the trigger of $FUNCTION_NAME must change (${drift//;/, }): gcloud will recreate the Eventarc trigger and its subscription; the next step sets the delivery policy again"
+            flags+=("${trigger_flags[@]}")
+        fi
+    else
+        flags+=("${trigger_flags[@]}")
     fi
     run gcloud functions deploy "$FUNCTION_NAME" "${flags[@]}" --update-labels="deploy_hash=$fingerprint" --quiet
     if $DRY_RUN; then
@@ -616,60 +854,133 @@ deploy_function() {
 }
 
 grant_trigger_invoker() {
-    step "Let the trigger invoke the function" "Setting Cloud Run IAM needs roles/run.admin on the function's service."
-    local service=${FUNCTION_SERVICE##*/}
-    service=${service:-$FUNCTION_NAME}
+    step "Let the trigger invoke the function" "Setting Cloud Run IAM needs run.services.getIamPolicy/setIamPolicy (roles/run.admin) on the function's service."
     # On the function's own Cloud Run service only, not on the project.
-    ensure_binding "run services" "$service" "serviceAccount:$TRIGGER_SA" roles/run.invoker --region="$REGION" "${P[@]}"
+    ensure_binding "run services" "$(service_of "$FUNCTION_SERVICE" "$FUNCTION_NAME")" "serviceAccount:$TRIGGER_SA" roles/run.invoker --region="$REGION" "${P[@]}"
+}
+
+service_of() {
+    local service=${1##*/}
+    printf '%s' "${service:-$2}"
+}
+
+TRIGGER_SUBSCRIPTION=""
+
+# The Pub/Sub subscription Eventarc created for the trigger:
+# https://cloud.google.com/eventarc/docs/retry-events (transport.pubsub.subscription).
+find_trigger_subscription() {
+    TRIGGER_SUBSCRIPTION=""
+    if [[ -n $FUNCTION_TRIGGER ]] &&
+        query eventarc triggers describe "$FUNCTION_TRIGGER" --location="$REGION" "${P[@]}" \
+            --format="value(transport.pubsub.subscription)"; then
+        TRIGGER_SUBSCRIPTION=$QUERY_OUT
+    fi
+    [[ -n $TRIGGER_SUBSCRIPTION ]]
+}
+
+SUB_DEAD_LETTER_TOPIC=""
+SUB_MAX_ATTEMPTS=""
+SUB_MIN_BACKOFF=""
+SUB_MAX_BACKOFF=""
+SUB_ACK_DEADLINE=""
+
+describe_delivery() {
+    SUB_DEAD_LETTER_TOPIC="" SUB_MAX_ATTEMPTS="" SUB_MIN_BACKOFF="" SUB_MAX_BACKOFF="" SUB_ACK_DEADLINE=""
+    query pubsub subscriptions describe "$1" "${P[@]}" \
+        --format='value[separator="|"](deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeliveryAttempts,retryPolicy.minimumBackoff,retryPolicy.maximumBackoff,ackDeadlineSeconds)' || return 1
+    IFS='|' read -r SUB_DEAD_LETTER_TOPIC SUB_MAX_ATTEMPTS SUB_MIN_BACKOFF SUB_MAX_BACKOFF SUB_ACK_DEADLINE <<<"$QUERY_OUT"
+}
+
+dead_letter_ok() { [[ $SUB_DEAD_LETTER_TOPIC == "$DEAD_LETTER_TOPIC_PATH" && $SUB_MAX_ATTEMPTS == "$MAX_DELIVERY_ATTEMPTS" ]]; }
+retry_ok() { [[ $SUB_MIN_BACKOFF == "${MIN_RETRY_DELAY}s" && $SUB_MAX_BACKOFF == "${MAX_RETRY_DELAY}s" ]]; }
+ack_deadline_ok() { is_int "$SUB_ACK_DEADLINE" && ((SUB_ACK_DEADLINE >= ACK_DEADLINE)); }
+
+delivery_update_cmd() {
+    DELIVERY_UPDATE=(
+        gcloud pubsub subscriptions update "$1" "${P[@]}"
+        --dead-letter-topic="$DEAD_LETTER_TOPIC_PATH"
+        --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS"
+        --min-retry-delay="${MIN_RETRY_DELAY}s"
+        --max-retry-delay="${MAX_RETRY_DELAY}s"
+        --ack-deadline="$ACK_DEADLINE"
+        --quiet
+    )
 }
 
 configure_delivery() {
-    step "Configure the trigger's subscription" "The subscription is created by Eventarc with the function; see gcloud eventarc triggers describe ${FUNCTION_TRIGGER:-TRIGGER} --location=$REGION."
-    local subscription="" current want
-    if [[ -n $FUNCTION_TRIGGER ]]; then
-        # https://cloud.google.com/eventarc/docs/retry-events: identify the
-        # trigger's Pub/Sub subscription (transport.pubsub.subscription), then update it.
-        if query eventarc triggers describe "$FUNCTION_TRIGGER" --location="$REGION" "${P[@]}" \
-            --format="value(transport.pubsub.subscription)"; then
-            subscription=$QUERY_OUT
-        fi
-    fi
-    if [[ -z $subscription ]]; then
+    step "Configure the trigger's subscription" "The subscription is created by Eventarc with the function; reading it needs eventarc.triggers.get (roles/eventarc.viewer) and pubsub.subscriptions.get/update (roles/pubsub.editor). See gcloud eventarc triggers describe ${FUNCTION_TRIGGER:-TRIGGER} --location=$REGION."
+    if ! find_trigger_subscription; then
         $DRY_RUN || die "no Pub/Sub subscription found on the trigger of $FUNCTION_NAME (${FUNCTION_TRIGGER:-no trigger})"
-        subscription="EVENTARC_SUBSCRIPTION"
+        TRIGGER_SUBSCRIPTION="EVENTARC_SUBSCRIPTION"
     fi
+    local subscription=$TRIGGER_SUBSCRIPTION
     say "    trigger $FUNCTION_TRIGGER -> subscription $subscription"
-    want="$DEAD_LETTER_TOPIC_PATH"$'\t'"$MAX_DELIVERY_ATTEMPTS"$'\t'"${MIN_RETRY_DELAY}s"$'\t'"${MAX_RETRY_DELAY}s"
-    current=""
-    if query pubsub subscriptions describe "$subscription" "${P[@]}" \
-        --format="value(deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeliveryAttempts,retryPolicy.minimumBackoff,retryPolicy.maximumBackoff)"; then
-        current=$QUERY_OUT
-    fi
-    if [[ $current == "$want" ]]; then
-        say "    = dead letter after $MAX_DELIVERY_ATTEMPTS attempts to $DEAD_LETTER_TOPIC, backoff ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s"
+    describe_delivery "$subscription" || true
+    if dead_letter_ok && retry_ok && ack_deadline_ok; then
+        say "    = dead letter after $MAX_DELIVERY_ATTEMPTS attempts to $DEAD_LETTER_TOPIC, backoff ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s, ack deadline ${SUB_ACK_DEADLINE}s"
     else
-        run gcloud pubsub subscriptions update "$subscription" "${P[@]}" \
-            --dead-letter-topic="$DEAD_LETTER_TOPIC_PATH" \
-            --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS" \
-            --min-retry-delay="${MIN_RETRY_DELAY}s" \
-            --max-retry-delay="${MAX_RETRY_DELAY}s" \
-            --quiet
+        delivery_update_cmd "$subscription"
+        run "${DELIVERY_UPDATE[@]}"
     fi
-    step "Let Pub/Sub dead-letter and push" "Setting Pub/Sub IAM needs roles/pubsub.admin; the service agent $PUBSUB_AGENT appears once the Pub/Sub API is enabled."
+    step "Let Pub/Sub dead-letter" "Setting Pub/Sub IAM needs pubsub.topics/subscriptions.getIamPolicy/setIamPolicy (roles/pubsub.admin); the service agent $PUBSUB_AGENT appears once the Pub/Sub API is enabled."
     # https://cloud.google.com/pubsub/docs/handling-failures: the Pub/Sub
     # service agent publishes to the dead-letter topic and acks on the source.
     ensure_binding "pubsub topics" "$DEAD_LETTER_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher "${P[@]}"
     ensure_binding "pubsub subscriptions" "$subscription" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.subscriber "${P[@]}"
     if $LEGACY_TOKEN_CREATOR; then
-        # Agents created before 2021-04-08 need this to mint the push's OIDC
-        # token. Granted on the trigger account only, not the project.
+        # Only Pub/Sub service agents enabled on or before 2021-04-08 need this
+        # to mint the push's OIDC token (https://cloud.google.com/eventarc/standard/docs/functions/roles-permissions).
+        # Granted on the trigger account only, not the project.
         ensure_binding "iam service-accounts" "$TRIGGER_SA" "serviceAccount:$PUBSUB_AGENT" \
             roles/iam.serviceAccountTokenCreator "${P[@]}"
     fi
 }
 
+HTTP_STATE=""
+HTTP_HASH=""
+HTTP_SERVICE=""
+HTTP_INGRESS_NOW=""
+
+describe_http_function() {
+    HTTP_STATE="" HTTP_HASH="" HTTP_SERVICE="" HTTP_INGRESS_NOW=""
+    query functions describe "$HTTP_FUNCTION_NAME" --region="$REGION" "${P[@]}" --v2 \
+        --format='value[separator="|"](state,labels.deploy_hash,serviceConfig.service,serviceConfig.ingressSettings)' || return 1
+    IFS='|' read -r HTTP_STATE HTTP_HASH HTTP_SERVICE HTTP_INGRESS_NOW <<<"$QUERY_OUT"
+}
+
+# --ingress-settings value -> the API's serviceConfig.ingressSettings
+ingress_enum() {
+    case $1 in
+    internal-only) printf 'ALLOW_INTERNAL_ONLY' ;;
+    internal-and-gclb) printf 'ALLOW_INTERNAL_AND_GCLB' ;;
+    all) printf 'ALLOW_ALL' ;;
+    esac
+}
+
+deploy_http_function() {
+    step "Deploy the HTTP function $HTTP_FUNCTION_NAME" "Deploying needs roles/cloudfunctions.developer and iam.serviceAccounts.actAs (roles/iam.serviceAccountUser) on $FUNCTION_SA and $BUILD_SA."
+    local fingerprint
+    common_function_flags
+    # The ?callback_url= service: callers need roles/run.invoker (--http-invoker),
+    # never allUsers; ingress stays internal unless --http-ingress says otherwise.
+    local -a flags=("${COMMON_FLAGS[@]}" --entry-point=relay_http --trigger-http --ingress-settings="$HTTP_INGRESS")
+    fingerprint="$({ source_fingerprint "$SCRIPT_DIR/function"; printf '%s\n' "${flags[@]}"; } | sha256)"
+    if ! $FORCE && describe_http_function && [[ $HTTP_STATE == ACTIVE && $HTTP_HASH == "$fingerprint" ]]; then
+        say "    = function $HTTP_FUNCTION_NAME is active with the same source and settings"
+    else
+        run gcloud functions deploy "$HTTP_FUNCTION_NAME" "${flags[@]}" --update-labels="deploy_hash=$fingerprint" --quiet
+        $DRY_RUN || describe_http_function || die "function $HTTP_FUNCTION_NAME not found after deploying it"
+    fi
+    step "Let the HTTP invokers call $HTTP_FUNCTION_NAME" "Setting Cloud Run IAM needs run.services.getIamPolicy/setIamPolicy (roles/run.admin) on the function's service. Each --http-invoker must exist."
+    local member
+    for member in "${HTTP_INVOKER_MEMBERS[@]}"; do
+        ensure_binding "run services" "$(service_of "$HTTP_SERVICE" "$HTTP_FUNCTION_NAME")" "$member" roles/run.invoker --region="$REGION" "${P[@]}"
+    done
+    ((${#HTTP_INVOKER_MEMBERS[@]} > 0)) || say "    no --http-invoker: nobody may call it yet"
+}
+
 deploy_workflow() {
-    step "Deploy the workflow $WORKFLOW_NAME" "Deploying needs roles/workflows.editor and roles/iam.serviceAccountUser on $WORKFLOW_SA."
+    step "Deploy the workflow $WORKFLOW_NAME" "Deploying needs roles/workflows.editor and iam.serviceAccounts.actAs (roles/iam.serviceAccountUser) on $WORKFLOW_SA."
     local fingerprint
     local -a flags=(
         --location="$REGION"
@@ -688,6 +999,92 @@ deploy_workflow() {
     run gcloud workflows deploy "$WORKFLOW_NAME" "${flags[@]}" --labels="deploy_hash=$fingerprint"
 }
 
+# --- alert policy ------------------------------------------------------------------
+TMP_FILES=()
+cleanup() {
+    [[ -z $QUERY_ERR ]] || TMP_FILES+=("$QUERY_ERR")
+    ((${#TMP_FILES[@]} == 0)) || rm -f "${TMP_FILES[@]}"
+}
+trap cleanup EXIT
+
+# One threshold condition on a subscription metric. Metric names:
+# https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub
+alert_condition() {
+    local display=$1 subscription=$2 metric=$3 threshold=$4 duration=$5
+    cat <<EOF
+    {
+      "displayName": "$display",
+      "conditionThreshold": {
+        "filter": "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"$subscription\" AND metric.type = \"pubsub.googleapis.com/subscription/$metric\"",
+        "aggregations": [{"alignmentPeriod": "60s", "perSeriesAligner": "ALIGN_MAX"}],
+        "comparison": "COMPARISON_GT",
+        "thresholdValue": $threshold,
+        "duration": "$duration",
+        "trigger": {"count": 1}
+      }
+    }
+EOF
+}
+
+# The AlertPolicy resource (https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.alertPolicies),
+# labelled with its own fingerprint so that an unchanged policy is not rewritten.
+alert_policy_json() {
+    local hash=$1 trigger_sub=${TRIGGER_SUBSCRIPTION##*/}
+    cat <<EOF
+{
+  "displayName": "$ALERT_POLICY_NAME",
+  "combiner": "OR",
+  "userLabels": {"deploy_hash": "$hash"},
+  "notificationChannels": ["$ALERT_CHANNEL"],
+  "documentation": {
+    "mimeType": "text/markdown",
+    "content": "Messages for workflows-callback-relay are stuck or dead-lettered. Check: ./deploy.sh --project $PROJECT_ID --status. Replay dead letters: python -m tools.replay_dead_letters --project $PROJECT_ID --subscription $DEAD_LETTER_SUBSCRIPTION --topic $RELAY_TOPIC"
+  },
+  "conditions": [
+$(alert_condition "Dead letters held for 5 minutes on $DEAD_LETTER_SUBSCRIPTION" "$DEAD_LETTER_SUBSCRIPTION" num_undelivered_messages 0 300s),
+$(alert_condition "A message on $trigger_sub is older than the retry window (${RETRY_WINDOW_SECONDS}s)" "$trigger_sub" oldest_unacked_message_age "$RETRY_WINDOW_SECONDS" 0s)
+  ]
+}
+EOF
+}
+
+ALERT_POLICY=""
+ALERT_HASH=""
+
+describe_alert_policy() {
+    ALERT_POLICY="" ALERT_HASH=""
+    query alpha monitoring policies list "${P[@]}" --filter="displayName=\"$ALERT_POLICY_NAME\"" \
+        --format='value[separator="|"](name,userLabels.deploy_hash)' || return 1
+    [[ -n $QUERY_OUT ]] || return 1
+    if (($(wc -l <<<"$QUERY_OUT") > 1)); then
+        die "several alert policies are named '$ALERT_POLICY_NAME'; delete the extra ones (gcloud alpha monitoring policies list --filter='displayName=\"$ALERT_POLICY_NAME\"') or set ALERT_POLICY_NAME"
+    fi
+    IFS='|' read -r ALERT_POLICY ALERT_HASH <<<"$QUERY_OUT"
+}
+
+wanted_alert_hash() {
+    alert_policy_json "" | sha256
+}
+
+ensure_alert_policy() {
+    step "Alert on stuck and dead-lettered messages" "Alert policies need monitoring.alertPolicies.list/create/update (roles/monitoring.alertPolicyEditor); gcloud 528 has them only in the alpha track (gcloud components install alpha)."
+    local hash file
+    hash="$(wanted_alert_hash)"
+    if describe_alert_policy && [[ $ALERT_HASH == "$hash" ]]; then
+        say "    = alert policy '$ALERT_POLICY_NAME' ($ALERT_POLICY)"
+        return 0
+    fi
+    file="$(mktemp "${TMPDIR:-/tmp}/alert-policy.XXXXXX")"
+    TMP_FILES+=("$file")
+    alert_policy_json "$hash" >"$file"
+    if [[ -n $ALERT_POLICY ]]; then
+        # Without --fields, update replaces the policy with the file's.
+        run gcloud alpha monitoring policies update "$ALERT_POLICY" "${P[@]}" --policy-from-file="$file"
+    else
+        run gcloud alpha monitoring policies create "${P[@]}" --policy-from-file="$file"
+    fi
+}
+
 print_next_steps() {
     CURRENT_STEP="done"
     say ""
@@ -695,19 +1092,30 @@ print_next_steps() {
         say "Dry run finished: nothing was changed. Run without --dry-run to apply."
         return
     fi
-    cat <<EOF
-Deployed. Start an execution and watch the callback resume it:
+    say "Deployed. Check it any time with: $PROG --project $PROJECT_ID --status"
+    if ! $SKIP_DEMO_WORKFLOW; then
+        cat <<EOF
+Start an execution and watch the callback resume it:
 
   gcloud workflows run $WORKFLOW_NAME --location=$REGION --project=$PROJECT_ID \\
       --data='{"payload": {"hello": "world"}, "timeout": 300}'
 
   The result is {"status": "RESUMED", "body": {"hello": "world"}, ...}.
+EOF
+    fi
+    cat <<EOF
 
 Logs:
   function   gcloud functions logs read $FUNCTION_NAME --region=$REGION --project=$PROJECT_ID --limit=50
              https://console.cloud.google.com/functions/details/$REGION/$FUNCTION_NAME?project=$PROJECT_ID&tab=logs
+EOF
+    if ! $SKIP_DEMO_WORKFLOW; then
+        cat <<EOF
   workflow   gcloud workflows executions list $WORKFLOW_NAME --location=$REGION --project=$PROJECT_ID
              https://console.cloud.google.com/workflows/workflow/$REGION/$WORKFLOW_NAME/executions?project=$PROJECT_ID
+EOF
+    fi
+    cat <<EOF
   dead letters (after $MAX_DELIVERY_ATTEMPTS failed deliveries), to move them back:
              python -m tools.replay_dead_letters --project $PROJECT_ID --subscription $DEAD_LETTER_SUBSCRIPTION --topic $RELAY_TOPIC
 EOF
@@ -726,8 +1134,200 @@ deploy() {
     deploy_function
     grant_trigger_invoker
     configure_delivery
-    deploy_workflow
+    if $WITH_HTTP_FUNCTION; then
+        deploy_http_function
+    fi
+    if [[ -n $ALERT_CHANNEL ]]; then
+        ensure_alert_policy
+    fi
+    if ! $SKIP_DEMO_WORKFLOW; then
+        deploy_workflow
+    fi
     print_next_steps
+}
+
+# --- status: read only ------------------------------------------------------------
+PROBLEMS=0
+ok() { say "  OK    $1"; }
+problem() {
+    PROBLEMS=$((PROBLEMS + 1))
+    say "  FAIL  $1"
+    say "        fix: $2"
+}
+
+redeploy_cmd() {
+    local -a args=() arg
+    for arg in "${ORIGINAL_ARGS[@]}"; do
+        [[ $arg == --status ]] || args+=("$arg")
+    done
+    [[ " ${args[*]} " == *" --project"* ]] || args=(--project "$PROJECT_ID" "${args[@]}")
+    printf './%s %s' "$PROG" "$(quote_cmd "${args[@]}")"
+}
+
+check_binding() {
+    local kind=$1 resource=$2 member=$3 role=$4
+    shift 4
+    local -a group extra=()
+    read -r -a group <<<"$kind"
+    [[ $kind != projects ]] || extra=(--condition=None)
+    if has_binding "$kind" "$resource" "$member" "$role" "$@"; then
+        ok "$role for $member on ${kind##* } $resource"
+    else
+        problem "$role for $member on ${kind##* } $resource is missing" \
+            "$(quote_cmd gcloud "${group[@]}" add-iam-policy-binding "$resource" "$@" "${extra[@]}" --member="$member" --role="$role")"
+    fi
+}
+
+iso_time() {
+    date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$1" +%Y-%m-%dT%H:%M:%SZ
+}
+
+# Undelivered messages on the dead-letter subscription, from Cloud Monitoring
+# (timeSeries.list: https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.timeSeries/list);
+# gcloud has no read-only command for a subscription's backlog. Empty when unknown.
+dead_letter_backlog() {
+    local now out
+    command -v curl >/dev/null || return 1
+    query auth print-access-token || return 1
+    now="$(date -u +%s)"
+    # The token goes on stdin, never on the command line.
+    out="$(printf 'Authorization: Bearer %s\n' "$QUERY_OUT" | curl -fsS --max-time 20 --get -H @- \
+        --data-urlencode "filter=metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.labels.subscription_id = \"$DEAD_LETTER_SUBSCRIPTION\"" \
+        --data-urlencode "interval.startTime=$(iso_time $((now - 600)))" \
+        --data-urlencode "interval.endTime=$(iso_time "$now")" \
+        "$MONITORING_API/v3/projects/$PROJECT_ID/timeSeries" 2>/dev/null)" || return 1
+    QUERY_OUT=""
+    # Points come newest first; no series at all means no messages reported.
+    out="$(grep -o '"int64Value": *"[0-9]*"' <<<"$out" | head -n 1 | sed 's/.*: *"\([0-9]*\)"/\1/' || true)"
+    printf '%s' "${out:-0}"
+}
+
+status() {
+    CURRENT_STEP="status"
+    say "workflows-callback-relay: status of project $PROJECT_ID, region $REGION (read-only)"
+    lookup_project_number
+    local fix
+    fix="$(redeploy_cmd)"
+
+    # The function and its trigger.
+    if ! describe_function; then
+        problem "function $FUNCTION_NAME not found" "$fix"
+    else
+        if [[ $FUNCTION_STATE == ACTIVE ]]; then
+            ok "function $FUNCTION_NAME is ACTIVE"
+        else
+            problem "function $FUNCTION_NAME is ${FUNCTION_STATE:-in no state}" "$fix --force"
+        fi
+        local drift
+        drift="$(trigger_drift)"
+        if [[ -z $drift ]]; then
+            ok "trigger $FUNCTION_TRIGGER: topic $RELAY_TOPIC, service account $TRIGGER_SA, retry on"
+        else
+            problem "trigger differs: ${drift//;/, }" "$fix   (recreates the trigger)"
+        fi
+        if [[ $FUNCTION_ALLOWED == "$ALLOWED" ]]; then
+            ok "allowed workflows: $ALLOWED"
+        else
+            problem "allowed workflows are '${FUNCTION_ALLOWED:-unset}', want '$ALLOWED'" "$fix"
+        fi
+        check_binding "run services" "$(service_of "$FUNCTION_SERVICE" "$FUNCTION_NAME")" "serviceAccount:$TRIGGER_SA" roles/run.invoker --region="$REGION" "${P[@]}"
+    fi
+
+    # The trigger's subscription: dead letters, retries, ack deadline.
+    if ! find_trigger_subscription; then
+        problem "no Pub/Sub subscription found on the trigger ${FUNCTION_TRIGGER:-of $FUNCTION_NAME}" "$fix"
+    else
+        local subscription=$TRIGGER_SUBSCRIPTION
+        delivery_update_cmd "$subscription"
+        local update
+        update="$(quote_cmd "${DELIVERY_UPDATE[@]}")"
+        ok "trigger subscription $subscription"
+        describe_delivery "$subscription" || true
+        if dead_letter_ok; then
+            ok "dead-letter policy: $DEAD_LETTER_TOPIC after $MAX_DELIVERY_ATTEMPTS attempts"
+        else
+            problem "dead-letter policy is '${SUB_DEAD_LETTER_TOPIC:-none}' after '${SUB_MAX_ATTEMPTS:-none}' attempts, want $DEAD_LETTER_TOPIC_PATH after $MAX_DELIVERY_ATTEMPTS" "$update"
+        fi
+        if retry_ok; then
+            ok "retry policy: backoff ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s"
+        else
+            problem "retry policy is '${SUB_MIN_BACKOFF:-none}'-'${SUB_MAX_BACKOFF:-none}', want ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s" "$update"
+        fi
+        if ack_deadline_ok; then
+            ok "ack deadline ${SUB_ACK_DEADLINE}s (at least the function timeout, ${ACK_DEADLINE}s)"
+        else
+            problem "ack deadline is ${SUB_ACK_DEADLINE:-unknown}s, shorter than the function timeout (${ACK_DEADLINE}s): Pub/Sub would redeliver while a call still runs" "$update"
+        fi
+        check_binding "pubsub subscriptions" "$subscription" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.subscriber "${P[@]}"
+    fi
+
+    # IAM: the custom role, then every grant deploy.sh makes.
+    if ! $USE_INVOKER_ROLE; then
+        if query iam roles describe "$CUSTOM_ROLE_ID" "${P[@]}" --format='value[separator="|"](deleted,includedPermissions)' &&
+            [[ $QUERY_OUT == "|$CALLBACK_PERMISSION" || $QUERY_OUT == "False|$CALLBACK_PERMISSION" ]]; then
+            ok "custom role $CUSTOM_ROLE_ID holds only $CALLBACK_PERMISSION"
+        else
+            problem "custom role $CUSTOM_ROLE_ID is missing, deleted or holds other permissions" "$fix"
+        fi
+    fi
+    local grant member role
+    while IFS= read -r grant; do
+        read -r member role <<<"$grant"
+        check_binding projects "$PROJECT_ID" "$member" "$role"
+    done < <(project_grants)
+    while IFS= read -r member; do
+        check_binding "pubsub topics" "$RELAY_TOPIC" "$member" roles/pubsub.publisher "${P[@]}"
+    done < <(publisher_members)
+    check_binding "pubsub topics" "$DEAD_LETTER_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher "${P[@]}"
+    if $LEGACY_TOKEN_CREATOR; then
+        check_binding "iam service-accounts" "$TRIGGER_SA" "serviceAccount:$PUBSUB_AGENT" roles/iam.serviceAccountTokenCreator "${P[@]}"
+    fi
+
+    if $WITH_HTTP_FUNCTION; then
+        if ! describe_http_function; then
+            problem "HTTP function $HTTP_FUNCTION_NAME not found" "$fix"
+        else
+            if [[ $HTTP_STATE == ACTIVE && $HTTP_INGRESS_NOW == "$(ingress_enum "$HTTP_INGRESS")" ]]; then
+                ok "HTTP function $HTTP_FUNCTION_NAME is ACTIVE, ingress $HTTP_INGRESS"
+            else
+                problem "HTTP function $HTTP_FUNCTION_NAME is ${HTTP_STATE:-in no state}, ingress ${HTTP_INGRESS_NOW:-unknown}" "$fix --force"
+            fi
+            for member in "${HTTP_INVOKER_MEMBERS[@]}"; do
+                check_binding "run services" "$(service_of "$HTTP_SERVICE" "$HTTP_FUNCTION_NAME")" "$member" roles/run.invoker --region="$REGION" "${P[@]}"
+            done
+        fi
+    fi
+
+    if [[ -n $ALERT_CHANNEL ]]; then
+        TRIGGER_SUBSCRIPTION=${TRIGGER_SUBSCRIPTION:-EVENTARC_SUBSCRIPTION}
+        if describe_alert_policy && [[ $ALERT_HASH == "$(wanted_alert_hash)" ]]; then
+            ok "alert policy '$ALERT_POLICY_NAME' -> $ALERT_CHANNEL"
+        else
+            problem "alert policy '$ALERT_POLICY_NAME' is missing or differs" "$fix"
+        fi
+    fi
+
+    local backlog
+    if backlog="$(dead_letter_backlog)" && [[ -n $backlog ]]; then
+        if ((backlog == 0)); then
+            ok "dead-letter backlog: 0 messages on $DEAD_LETTER_SUBSCRIPTION"
+        else
+            problem "dead-letter backlog: $backlog messages on $DEAD_LETTER_SUBSCRIPTION" \
+                "read why in the function's logs, fix the cause, then: python -m tools.replay_dead_letters --project $PROJECT_ID --subscription $DEAD_LETTER_SUBSCRIPTION --topic $RELAY_TOPIC"
+        fi
+    else
+        say "  ?     dead-letter backlog unknown (needs curl and monitoring.timeSeries.list, roles/monitoring.viewer)"
+        say "        check: gcloud pubsub subscriptions pull $DEAD_LETTER_SUBSCRIPTION --project=$PROJECT_ID --limit=10 (leases them for the ack deadline; does not ack)"
+    fi
+
+    CURRENT_STEP="done"
+    say ""
+    if ((PROBLEMS == 0)); then
+        say "Status: all as $PROG leaves it."
+        exit 0
+    fi
+    say "Status: $PROBLEMS problem(s). Run the fix lines above; '$fix' repairs all but the backlog."
+    exit 1
 }
 
 # --- destroy --------------------------------------------------------------------
@@ -763,12 +1363,25 @@ delete_if_exists() {
 destroy() {
     summary
     confirm_destroy
-    step "Delete the workflow" "Deleting needs roles/workflows.admin."
-    delete_if_exists "workflow $WORKFLOW_NAME" workflows describe "$WORKFLOW_NAME" --location="$REGION" "${P[@]}" --format="value(name)" -- \
-        workflows delete "$WORKFLOW_NAME" --location="$REGION" "${P[@]}" --quiet
-    step "Delete the function" "Deleting needs roles/cloudfunctions.admin. Its Eventarc trigger and subscription go with it."
-    delete_if_exists "function $FUNCTION_NAME" functions describe "$FUNCTION_NAME" --region="$REGION" "${P[@]}" --format="value(name)" -- \
-        functions delete "$FUNCTION_NAME" --region="$REGION" "${P[@]}" --quiet
+    if ! $SKIP_DEMO_WORKFLOW; then
+        step "Delete the workflow" "Deleting needs roles/workflows.admin."
+        delete_if_exists "workflow $WORKFLOW_NAME" workflows describe "$WORKFLOW_NAME" --location="$REGION" "${P[@]}" --format="value(name)" -- \
+            workflows delete "$WORKFLOW_NAME" --location="$REGION" "${P[@]}" --quiet
+    fi
+    if [[ -n $ALERT_CHANNEL ]]; then
+        step "Delete the alert policy" "Deleting needs roles/monitoring.alertPolicyEditor."
+        if describe_alert_policy; then
+            run gcloud alpha monitoring policies delete "$ALERT_POLICY" "${P[@]}" --quiet
+        else
+            say "    = alert policy '$ALERT_POLICY_NAME' already gone"
+        fi
+    fi
+    step "Delete the functions" "Deleting needs roles/cloudfunctions.admin. The Eventarc trigger and its subscription go with the function."
+    local name
+    for name in "$FUNCTION_NAME" "$HTTP_FUNCTION_NAME"; do
+        delete_if_exists "function $name" functions describe "$name" --region="$REGION" "${P[@]}" --format="value(name)" -- \
+            functions delete "$name" --region="$REGION" "${P[@]}" --quiet
+    done
     step "Delete the topics and the dead-letter subscription" "Deleting needs roles/pubsub.editor. Messages still on $DEAD_LETTER_SUBSCRIPTION are lost."
     delete_if_exists "subscription $DEAD_LETTER_SUBSCRIPTION" pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "${P[@]}" --format="value(name)" -- \
         pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION" "${P[@]}" --quiet
@@ -781,7 +1394,11 @@ destroy() {
     remove_binding projects "$PROJECT_ID" "serviceAccount:$FUNCTION_SA" "$CUSTOM_ROLE"
     remove_binding projects "$PROJECT_ID" "serviceAccount:$FUNCTION_SA" roles/workflows.invoker
     remove_binding projects "$PROJECT_ID" "serviceAccount:$WORKFLOW_SA" roles/logging.logWriter
-    step "Delete the custom role" "Needs roles/iam.roleAdmin. A deleted role is kept 7 days (undeletable), then purged."
+    local role
+    for role in "${BUILD_ROLES[@]}"; do
+        remove_binding projects "$PROJECT_ID" "serviceAccount:$BUILD_SA" "$role"
+    done
+    step "Delete the custom role" "Needs roles/iam.roleAdmin. A deleted role can be undeleted for 7 days; its ID is reusable 37 days after the deletion."
     if query iam roles describe "$CUSTOM_ROLE_ID" "${P[@]}" --format="value(deleted)" && [[ ${QUERY_OUT,,} != true ]]; then
         run gcloud iam roles delete "$CUSTOM_ROLE_ID" "${P[@]}" --quiet
     else
@@ -789,7 +1406,7 @@ destroy() {
     fi
     step "Delete the service accounts" "Needs roles/iam.serviceAccountAdmin. Their resource-level grants go with them."
     local email
-    for email in "$FUNCTION_SA" "$TRIGGER_SA" "$WORKFLOW_SA"; do
+    for email in "$FUNCTION_SA" "$TRIGGER_SA" "$BUILD_SA" "$WORKFLOW_SA"; do
         delete_if_exists "service account $email" iam service-accounts describe "$email" "${P[@]}" --format="value(email)" -- \
             iam service-accounts delete "$email" "${P[@]}" --quiet
     done
@@ -805,4 +1422,5 @@ destroy() {
 case "$MODE" in
 deploy) deploy ;;
 destroy) destroy ;;
+status) status ;;
 esac

@@ -1,25 +1,24 @@
-"""A fake `gcloud` for deploy.sh tests: records every call, keeps state in JSON.
+"""A fake `gcloud` for deploy.sh tests: answers calls against an in-memory project.
 
-The tests put a `gcloud` wrapper on PATH that runs this file. Environment:
-
-- FAKE_GCLOUD_STATE: JSON file with the fake project (read and written per call).
-- FAKE_GCLOUD_LOG: JSON-lines file; one {"argv": [...], "command": "..."} per call.
-- FAKE_GCLOUD_FAIL: a command ("functions deploy") that fails with a gcloud-like error.
+`run_gcloud(state, argv, fail)` is one gcloud call. The tests' harness
+(harness.py) serves it on loopback to a small `gcloud` shell script on PATH, so
+a call costs a socket round trip, not a Python start-up.
 
 It answers only the commands deploy.sh uses, the way gcloud would: describe of
 a missing resource fails with NOT_FOUND; create of an existing one fails with
 ALREADY_EXISTS; IAM grants to a missing service account or role fail; and
 `--format=value(...)`/`value[separator=...]`, `--flatten` of IAM policies and
 `--format=none` are honoured. Anything else exits 2, so a new command in
-deploy.sh shows up as a test failure rather than a silent pass.
+deploy.sh shows up as a test failure rather than a silent pass. A failing call
+changes nothing, as a failed API request would not.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,11 @@ COMMANDS = {
     "functions deploy",
     "functions delete",
     "eventarc triggers describe",
+    "auth print-access-token",
+    "alpha monitoring policies list",
+    "alpha monitoring policies create",
+    "alpha monitoring policies update",
+    "alpha monitoring policies delete",
     "workflows describe",
     "workflows deploy",
     "workflows delete",
@@ -76,6 +80,18 @@ EMPTY_STATE: dict[str, Any] = {
     "run_services": {},
     "workflows": {},
     "iam": {},
+    "alert_policies": {},
+    "notification_channels": [],
+    # Undelivered messages per subscription, as Cloud Monitoring reports them.
+    "backlog": {},
+    "trigger_seq": 0,
+}
+READ_VERBS = {"describe", "list", "get-iam-policy"}
+RETRY = "RETRY_POLICY_RETRY"
+INGRESS = {
+    "internal-only": "ALLOW_INTERNAL_ONLY",
+    "internal-and-gclb": "ALLOW_INTERNAL_AND_GCLB",
+    "all": "ALLOW_ALL",
 }
 
 
@@ -94,7 +110,7 @@ def parse(argv: list[str]) -> tuple[str, list[str], dict[str, Any]]:
             flags[name] = value if sep else True
         else:
             positionals.append(arg)
-    for length in (3, 2):
+    for length in (4, 3, 2):
         command = " ".join(positionals[:length])
         if command in COMMANDS:
             return command, positionals[length:], flags
@@ -281,6 +297,13 @@ class FakeProject:
                 "deadLetterTopic": flags["dead-letter-topic"],
                 "maxDeliveryAttempts": int(flags.get("max-delivery-attempts", 5)),
             }
+        if "ack-deadline" in flags:
+            deadline = int(flags["ack-deadline"])
+            if not 10 <= deadline <= 600:
+                raise GcloudError(
+                    "ERROR: (gcloud.pubsub.subscriptions.update) --ack-deadline 10-600"
+                )
+            record["ackDeadlineSeconds"] = deadline
         if "min-retry-delay" in flags or "max-retry-delay" in flags:
             record["retryPolicy"] = {
                 "minimumBackoff": flags.get("min-retry-delay", "10s"),
@@ -345,56 +368,117 @@ class FakeProject:
     def cmd_functions_describe(self, command: str, args: list[str], flags: Any) -> Any:
         return [self.get(command, "functions", args[0])]
 
+    def new_trigger(self, name: str, region: str, topic: str) -> str:
+        """An Eventarc trigger and its subscription, as `--trigger-topic` makes them."""
+        suffix = 123456 + self.state["trigger_seq"]
+        self.state["trigger_seq"] += 1
+        trigger = f"projects/{self.project}/locations/{region}/triggers/{name}-{suffix}"
+        subscription = f"eventarc-{region}-{name}-{suffix}-sub-789"
+        self.state["subscriptions"][subscription] = {
+            "name": f"projects/{self.project}/subscriptions/{subscription}",
+            "topic": f"projects/{self.project}/topics/{topic}",
+            # What Eventarc-created subscriptions have been reported with.
+            "ackDeadlineSeconds": 10,
+        }
+        self.state["triggers"][trigger] = {
+            "name": trigger,
+            "transport": {
+                "pubsub": {
+                    "topic": f"projects/{self.project}/topics/{topic}",
+                    "subscription": f"projects/{self.project}/subscriptions/{subscription}",
+                }
+            },
+        }
+        return trigger
+
+    def drop_trigger(self, trigger: str) -> None:
+        record = self.state["triggers"].pop(trigger)
+        subscription = short(record["transport"]["pubsub"]["subscription"])
+        self.state["subscriptions"].pop(subscription, None)
+        self.state["iam"].pop(f"subscription:{subscription}", None)
+
     def cmd_functions_deploy(self, command: str, args: list[str], flags: Any) -> Any:
         name, region = args[0], flags["region"]
-        for account in (flags.get("service-account"), flags.get("trigger-service-account")):
+        build_account = str(flags.get("build-service-account", ""))
+        if build_account and not build_account.startswith(
+            f"projects/{self.project}/serviceAccounts/"
+        ):
+            raise GcloudError("ERROR: (gcloud.functions.deploy) bad --build-service-account")
+        for account in (
+            flags.get("service-account"),
+            flags.get("trigger-service-account"),
+            short(build_account) if build_account else None,
+        ):
             if account and account not in self.state["service_accounts"]:
                 raise GcloudError(f"ERROR: (gcloud.functions.deploy) {account} does not exist")
-        self.get(command, "topics", flags["trigger-topic"])
         if not Path(flags["source"], "main.py").is_file():
             raise GcloudError("ERROR: (gcloud.functions.deploy) no main.py in --source")
         existing = self.state["functions"].get(name)
+        topic, http = flags.get("trigger-topic"), "trigger-http" in flags
+        if existing is None and not topic and not http:
+            raise GcloudError(
+                "ERROR: (gcloud.functions.deploy) You must specify a trigger when "
+                "deploying a new function."
+            )
+        if http and "retry" in flags:
+            raise GcloudError("ERROR: (gcloud.functions.deploy) --retry needs an event trigger")
         labels = dict(existing["labels"]) if existing else {}
         for pair in str(flags.get("update-labels", "")).split(","):
             if pair:
                 key, _, value = pair.partition("=")
                 labels[key] = value
-        if existing:
-            trigger = existing["eventTrigger"]["trigger"]
-        else:
-            trigger = f"projects/{self.project}/locations/{region}/triggers/{name}-123456"
-            subscription = f"eventarc-{region}-{name}-123456-sub-789"
-            self.state["subscriptions"][subscription] = {
-                "name": f"projects/{self.project}/subscriptions/{subscription}",
-                "topic": f"projects/{self.project}/topics/{flags['trigger-topic']}",
+        event_trigger = (
+            dict(existing["eventTrigger"]) if existing and "eventTrigger" in existing else None
+        )
+        if topic:
+            self.get(command, "topics", topic)
+            # The trigger is in the update mask: assume the worst, a new Eventarc
+            # trigger and subscription, without the old one's delivery policy.
+            if event_trigger:
+                self.drop_trigger(event_trigger["trigger"])
+            event_trigger = {
+                "trigger": self.new_trigger(name, region, topic),
+                "pubsubTopic": f"projects/{self.project}/topics/{topic}",
+                "serviceAccountEmail": flags.get("trigger-service-account")
+                or flags.get("service-account"),
+                "retryPolicy": RETRY if flags.get("retry") else "RETRY_POLICY_DO_NOT_RETRY",
             }
-            self.state["triggers"][trigger] = {
-                "name": trigger,
-                "transport": {
-                    "pubsub": {
-                        "topic": f"projects/{self.project}/topics/{flags['trigger-topic']}",
-                        "subscription": f"projects/{self.project}/subscriptions/{subscription}",
-                    }
-                },
-            }
-            self.state["run_services"][name] = {"name": name}
-        self.state["functions"][name] = {
+        elif http:
+            if event_trigger:
+                self.drop_trigger(event_trigger["trigger"])
+            event_trigger = None
+        elif "retry" in flags and event_trigger:
+            event_trigger["retryPolicy"] = RETRY
+        old_service = existing["serviceConfig"] if existing else {}
+        env = old_service.get("environmentVariables", {})
+        if "set-env-vars" in flags:
+            env = parse_env_vars(flags["set-env-vars"])
+        self.state["run_services"].setdefault(name, {"name": name})
+        record: dict[str, Any] = {
             "name": f"projects/{self.project}/locations/{region}/functions/{name}",
             "state": "ACTIVE",
             "labels": labels,
-            "serviceConfig": {
-                "service": f"projects/{self.project}/locations/{region}/services/{name}"
+            "buildConfig": {
+                "entryPoint": flags.get("entry-point"),
+                "serviceAccount": build_account or None,
             },
-            "eventTrigger": {"trigger": trigger},
+            "serviceConfig": {
+                "service": f"projects/{self.project}/locations/{region}/services/{name}",
+                "environmentVariables": env,
+                "ingressSettings": INGRESS[flags.get("ingress-settings", "all")],
+                "serviceAccountEmail": flags.get("service-account"),
+                "timeoutSeconds": int(str(flags.get("timeout", "60s")).rstrip("s")),
+            },
         }
+        if event_trigger:
+            record["eventTrigger"] = event_trigger
+        self.state["functions"][name] = record
         return []
 
     def cmd_functions_delete(self, command: str, args: list[str], flags: Any) -> Any:
         record = self.get(command, "functions", args[0])
-        trigger = self.state["triggers"].pop(record["eventTrigger"]["trigger"])
-        subscription = short(trigger["transport"]["pubsub"]["subscription"])
-        self.state["subscriptions"].pop(subscription, None)
-        self.state["iam"].pop(f"subscription:{subscription}", None)
+        if "eventTrigger" in record:
+            self.drop_trigger(record["eventTrigger"]["trigger"])
         self.state["run_services"].pop(args[0], None)
         self.state["iam"].pop(f"run_service:{args[0]}", None)
         del self.state["functions"][args[0]]
@@ -402,6 +486,48 @@ class FakeProject:
 
     def cmd_eventarc_triggers_describe(self, command: str, args: list[str], flags: Any) -> Any:
         return [self.get(command, "triggers", args[0])]
+
+    def cmd_alpha_monitoring_policies_list(self, command: str, args: list[str], flags: Any) -> Any:
+        match = re.fullmatch(r'displayName="([^"]*)"', str(flags.get("filter", "")))
+        if match is None:
+            raise GcloudError(f"fake gcloud: unsupported --filter {flags.get('filter')}", code=2)
+        return [p for p in self.state["alert_policies"].values() if p["displayName"] == match[1]]
+
+    def read_policy(self, command: str, flags: Any) -> dict[str, Any]:
+        policy: dict[str, Any] = json.loads(Path(flags["policy-from-file"]).read_text("utf-8"))
+        for key in ("displayName", "combiner", "conditions"):
+            if not policy.get(key):
+                raise GcloudError(f"ERROR: (gcloud.{command.replace(' ', '.')}) missing {key}")
+        for channel in policy.get("notificationChannels", []):
+            if channel not in self.state["notification_channels"]:
+                raise GcloudError(f"ERROR: NOT_FOUND: notification channel {channel}")
+        return policy
+
+    def cmd_alpha_monitoring_policies_create(
+        self, command: str, args: list[str], flags: Any
+    ) -> Any:
+        policy = self.read_policy(command, flags)
+        policy["name"] = (
+            f"projects/{self.project}/alertPolicies/{len(self.state['alert_policies']) + 1}"
+        )
+        self.state["alert_policies"][policy["name"]] = policy
+        return []
+
+    def cmd_alpha_monitoring_policies_update(
+        self, command: str, args: list[str], flags: Any
+    ) -> Any:
+        self.get(command, "alert_policies", args[0])
+        policy = self.read_policy(command, flags)
+        policy["name"] = args[0]
+        self.state["alert_policies"][args[0]] = policy
+        return []
+
+    def cmd_alpha_monitoring_policies_delete(
+        self, command: str, args: list[str], flags: Any
+    ) -> Any:
+        self.get(command, "alert_policies", args[0])
+        del self.state["alert_policies"][args[0]]
+        return []
 
     def cmd_workflows_describe(self, command: str, args: list[str], flags: Any) -> Any:
         return [self.get(command, "workflows", args[0])]
@@ -434,46 +560,77 @@ class FakeProject:
         return []
 
 
-def main(argv: list[str]) -> int:
-    state_path = Path(os.environ["FAKE_GCLOUD_STATE"])
-    state = {**EMPTY_STATE, **json.loads(state_path.read_text(encoding="utf-8"))}
-    unchanged = json.dumps(state, sort_keys=True)
+@dataclasses.dataclass
+class Outcome:
+    """What one gcloud call printed and returned, and whether it was logged."""
+
+    code: int
+    stdout: str = ""
+    stderr: str = ""
+    command: str | None = None  # the parsed command; None when it was not one
+
+
+def fresh_state(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with every table present (copies: nothing is shared with EMPTY_STATE)."""
+    return copy.deepcopy({**EMPTY_STATE, **state})
+
+
+def run_gcloud(state: dict[str, Any], argv: list[str], fail: str | None = None) -> Outcome:
+    """One gcloud call against `state`, which it changes only when the call succeeds."""
     try:
         command, args, flags = parse(argv)
     except GcloudError as exc:
-        print(exc, file=sys.stderr)
-        return exc.code
-    log_path = os.environ.get("FAKE_GCLOUD_LOG")
-    if log_path:
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(json.dumps({"argv": argv, "command": command}) + "\n")
-    if os.environ.get("FAKE_GCLOUD_FAIL") == command:
-        print(
+        return Outcome(exc.code, stderr=f"{exc}\n")
+    if fail == command:
+        message = (
             f"ERROR: (gcloud.{command.replace(' ', '.')}) OperationError: code=3, "
-            "message=Build failed: injected by the test",
-            file=sys.stderr,
+            "message=Build failed: injected by the test\n"
         )
-        return 1
+        return Outcome(1, stderr=message, command=command)
     if command == "config get-value":
-        print(state["config_project"])
-        return 0
+        return Outcome(0, stdout=f"{state['config_project']}\n", command=command)
+    if command == "auth print-access-token":
+        return Outcome(0, stdout="ya29.fake-token\n", command=command)
     project = args[0] if command.startswith("projects ") else flags.get("project")
+    # A read needs no scratch copy (handlers copy what they return); a write
+    # works on one, kept only if the whole call succeeds.
+    reading = command.rsplit(" ", 1)[-1] in READ_VERBS
+    scratch = state if reading else copy.deepcopy(state)
     try:
-        if project != state["project_id"]:
+        if project != scratch["project_id"]:
             raise GcloudError(
                 f"ERROR: (gcloud.{command.replace(' ', '.')}) PERMISSION_DENIED: "
                 f"project [{project}] does not exist or you lack permission on it"
             )
-        records = FakeProject(state, project).run(command, args, flags)
+        records = FakeProject(scratch, project).run(command, args, flags)
+        stdout = output(records, flags.get("format")) if records else ""
     except GcloudError as exc:
-        print(exc, file=sys.stderr)
-        return exc.code
-    if json.dumps(state, sort_keys=True) != unchanged:
-        state_path.write_text(json.dumps(state, indent=2), encoding="utf-8")
-    if records:
-        sys.stdout.write(output(records, flags.get("format")))
-    return 0
+        return Outcome(exc.code, stderr=f"{exc}\n", command=command)
+    if not reading:
+        state.clear()
+        state.update(scratch)
+    return Outcome(0, stdout=stdout, command=command)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def run_curl(state: dict[str, Any], argv: list[str]) -> Outcome:
+    """The one curl call deploy.sh makes: Cloud Monitoring timeSeries.list of
+    num_undelivered_messages for one subscription (newest point first)."""
+    url = argv[-1]
+    data = dict(
+        argv[i + 1].partition("=")[::2] for i, arg in enumerate(argv) if arg == "--data-urlencode"
+    )
+    expected_url = f"https://monitoring.googleapis.com/v3/projects/{state['project_id']}/timeSeries"
+    match = re.search(r'subscription_id = "([^"]+)"', data.get("filter", ""))
+    if url != expected_url or match is None or "--get" not in argv:
+        return Outcome(22, stderr=f"curl: (22) fake: unexpected request {argv}\n", command="curl")
+    backlog = state["backlog"].get(match[1])
+    series = [] if backlog is None else [{"points": [{"value": {"int64Value": str(backlog)}}]}]
+    return Outcome(0, stdout=json.dumps({"timeSeries": series}, indent=2) + "\n", command="curl")
+
+
+def parse_env_vars(value: str) -> dict[str, str]:
+    """Undo gcloud's list escaping (`gcloud topic escaping`): ^D^a=1Db=2."""
+    delimiter = ","
+    if value.startswith("^"):
+        delimiter, value = value[1:].split("^", 1)
+    return dict(item.split("=", 1) for item in value.split(delimiter) if item)

@@ -1,8 +1,9 @@
-"""deploy.sh against a fake gcloud: fresh project, re-run, dry run, failure, destroy.
+"""deploy.sh against a fake gcloud: fresh project, re-run, repairs, dry run, failure, destroy.
 
-The fake (fake_gcloud.py) keeps a JSON state of the project and records every
+The fake (fake_gcloud.py) keeps the state of the project and records every
 call, so these tests check what deploy.sh asks Google Cloud to do and that it
-converges: a second run makes no change at all.
+converges: a second run makes no change at all. Production flags, redeploys
+and --status are in test_deploy_production.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.deploy.harness import (
+    BUILD_SA,
     DEPLOY_SH,
     FUNCTION_SA,
     PROJECT,
@@ -52,6 +54,11 @@ def deployed(tmp_path: Path, deployed_state: dict[str, Any]) -> FakeCloud:
     return FakeCloud(tmp_path, copy.deepcopy(deployed_state))
 
 
+def normalized(state: dict[str, Any]) -> dict[str, Any]:
+    """State with IAM bindings in a fixed order (a binding is a set member)."""
+    return {**state, "iam": {key: sorted(value) for key, value in state["iam"].items()}}
+
+
 def all_bindings(cloud: FakeCloud) -> set[tuple[str, str, str]]:
     return {
         (resource, role, member)
@@ -83,6 +90,14 @@ def test_help_exits_zero_and_lists_modes(cloud: FakeCloud) -> None:
         "--destroy",
         "--yes",
         "--use-invoker-role",
+        "--allowed-workflows LIST",
+        "--publisher MEMBER",
+        "--skip-demo-workflow",
+        "--with-http-function",
+        "--http-invoker MEMBER",
+        "--alert-channel CHANNEL",
+        "--legacy-token-creator",
+        "--status",
     ):
         assert option in result.stdout
     assert result.calls == []
@@ -162,7 +177,7 @@ def test_fresh_project_creates_everything(cloud: FakeCloud) -> None:
         "workflows-callback-relay",
         "workflows-callback-relay-dead-letter",
     }
-    assert set(state["service_accounts"]) == {FUNCTION_SA, TRIGGER_SA, WORKFLOW_SA}
+    assert set(state["service_accounts"]) == {FUNCTION_SA, TRIGGER_SA, WORKFLOW_SA, BUILD_SA}
     assert state["roles"]["workflowsCallbackSender"]["includedPermissions"] == [
         "workflows.callbacks.send"
     ]
@@ -177,6 +192,8 @@ def test_fresh_project_creates_everything(cloud: FakeCloud) -> None:
         "maxDeliveryAttempts": 10,
     }
     assert eventarc_sub["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+    # The push timeout: at least the function's 60 s, not Eventarc's 10 s.
+    assert eventarc_sub["ackDeadlineSeconds"] == 60
 
     workflow = state["workflows"]["callback-relay-demo"]
     assert workflow["serviceAccount"] == WORKFLOW_SA
@@ -224,6 +241,7 @@ def test_function_deploy_flags(cloud: FakeCloud) -> None:
         "timeout": "60s",
         "ingress-settings": "internal-only",
         "no-allow-unauthenticated": True,
+        "build-service-account": f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}",
     }
     for name, value in expected.items():
         assert deploy.flag(name) == value, name
@@ -290,20 +308,29 @@ def test_grants_exactly_the_least_privilege_set(cloud: FakeCloud) -> None:
             "roles/run.invoker",
             f"serviceAccount:{TRIGGER_SA}",
         ),
-        # Pub/Sub service agent: dead-lettering, and the pre-2021 push token
+        # Pub/Sub service agent: dead-lettering (no Token Creator by default)
         ("topic:workflows-callback-relay-dead-letter", "roles/pubsub.publisher", PUBSUB_AGENT),
         (f"subscription:{EVENTARC_SUB}", "roles/pubsub.subscriber", PUBSUB_AGENT),
-        (f"service_account:{TRIGGER_SA}", "roles/iam.serviceAccountTokenCreator", PUBSUB_AGENT),
+        # build: exactly the custom build service account roles
+        (f"project:{PROJECT}", "roles/logging.logWriter", f"serviceAccount:{BUILD_SA}"),
+        (f"project:{PROJECT}", "roles/artifactregistry.writer", f"serviceAccount:{BUILD_SA}"),
+        (f"project:{PROJECT}", "roles/storage.objectViewer", f"serviceAccount:{BUILD_SA}"),
     }
     assert "roles/workflows.invoker" not in result.stdout + result.stderr
 
 
-def test_legacy_token_creator_can_be_skipped(cloud: FakeCloud) -> None:
-    result = cloud.deploy("--no-legacy-token-creator")
+def test_legacy_token_creator_is_opt_in_on_the_trigger_account_only(cloud: FakeCloud) -> None:
+    result = cloud.deploy("--legacy-token-creator")
     assert result.returncode == 0, result.stderr
-    assert not any(
-        role == "roles/iam.serviceAccountTokenCreator" for _, role, _ in all_bindings(cloud)
-    )
+    token_creators = {
+        (resource, member)
+        for resource, role, member in all_bindings(cloud)
+        if role == "roles/iam.serviceAccountTokenCreator"
+    }
+    assert token_creators == {(f"service_account:{TRIGGER_SA}", PUBSUB_AGENT)}
+    # The old opt-out flag still parses and means the default.
+    skipped = cloud.deploy("--no-legacy-token-creator", "--dry-run")
+    assert skipped.returncode == 0, skipped.stderr
 
 
 def test_invoker_role_only_behind_its_flag_with_a_warning(cloud: FakeCloud) -> None:
@@ -355,45 +382,99 @@ def test_force_redeploys_function_and_workflow(deployed: FakeCloud) -> None:
     assert [c.command for c in result.mutating] == ["functions deploy", "workflows deploy"]
 
 
-def test_failed_function_is_redeployed(deployed: FakeCloud) -> None:
-    state = deployed.read_state()
+def _fail_function(state: dict[str, Any]) -> None:
     state["functions"]["workflows-callback-relay"]["state"] = "FAILED"
-    deployed.write_state(state)
-    result = deployed.deploy()
-    assert result.returncode == 0, result.stderr
-    assert [c.command for c in result.mutating] == ["functions deploy"]
 
 
-def test_repairs_a_delivery_policy_that_was_removed(deployed: FakeCloud) -> None:
-    state = deployed.read_state()
+def _drop_dead_letter_policy(state: dict[str, Any]) -> None:
     del state["subscriptions"][EVENTARC_SUB]["deadLetterPolicy"]
-    deployed.write_state(state)
-    result = deployed.deploy()
-    assert result.returncode == 0, result.stderr
-    assert [c.command for c in result.mutating] == ["pubsub subscriptions update"]
 
 
-def test_deleted_custom_role_is_undeleted(deployed: FakeCloud) -> None:
-    state = deployed.read_state()
+def _shorten_ack_deadline(state: dict[str, Any]) -> None:
+    state["subscriptions"][EVENTARC_SUB]["ackDeadlineSeconds"] = 10
+
+
+def _delete_custom_role(state: dict[str, Any]) -> None:
     state["roles"]["workflowsCallbackSender"]["deleted"] = True
-    deployed.write_state(state)
-    result = deployed.deploy()
-    assert result.returncode == 0, result.stderr
-    assert [c.command for c in result.mutating] == ["iam roles undelete"]
 
 
-def test_custom_role_with_extra_permissions_is_narrowed(deployed: FakeCloud) -> None:
-    state = deployed.read_state()
+def _widen_custom_role(state: dict[str, Any]) -> None:
     state["roles"]["workflowsCallbackSender"]["includedPermissions"] = [
         "workflows.callbacks.send",
         "workflows.executions.create",
     ]
+
+
+def _drop_dead_letter_grant(state: dict[str, Any]) -> None:
+    key = "topic:workflows-callback-relay-dead-letter"
+    state["iam"][key] = [b for b in state["iam"][key] if b[1] != PUBSUB_AGENT]
+
+
+def _drop_build_role(state: dict[str, Any]) -> None:
+    key = f"project:{PROJECT}"
+    state["iam"][key].remove(["roles/artifactregistry.writer", f"serviceAccount:{BUILD_SA}"])
+
+
+@pytest.mark.parametrize(
+    ("damage", "repairs", "flag"),
+    [
+        pytest.param(_fail_function, ["functions deploy"], None, id="failed-function"),
+        pytest.param(
+            _drop_dead_letter_policy,
+            ["pubsub subscriptions update"],
+            (
+                "dead-letter-topic",
+                f"projects/{PROJECT}/topics/workflows-callback-relay-dead-letter",
+            ),
+            id="dead-letter-policy-removed",
+        ),
+        pytest.param(
+            _shorten_ack_deadline,
+            ["pubsub subscriptions update"],
+            ("ack-deadline", "60"),
+            id="ack-deadline-too-short",
+        ),
+        pytest.param(_delete_custom_role, ["iam roles undelete"], None, id="custom-role-deleted"),
+        pytest.param(
+            _widen_custom_role,
+            ["iam roles update"],
+            ("permissions", "workflows.callbacks.send"),
+            id="custom-role-widened",
+        ),
+        pytest.param(
+            _drop_dead_letter_grant,
+            ["pubsub topics add-iam-policy-binding"],
+            ("member", PUBSUB_AGENT),
+            id="dead-letter-grant-removed",
+        ),
+        pytest.param(
+            _drop_build_role,
+            ["projects add-iam-policy-binding"],
+            ("role", "roles/artifactregistry.writer"),
+            id="build-role-removed",
+        ),
+    ],
+)
+def test_rerun_repairs_exactly_what_was_damaged(
+    deployed: FakeCloud,
+    damage: Any,
+    repairs: list[str],
+    flag: tuple[str, str] | None,
+) -> None:
+    before = deployed.read_state()
+    state = deployed.read_state()
+    damage(state)
     deployed.write_state(state)
     result = deployed.deploy()
     assert result.returncode == 0, result.stderr
-    (update,) = result.mutating
-    assert update.command == "iam roles update"
-    assert update.flag("permissions") == "workflows.callbacks.send"
+    assert [c.command for c in result.mutating] == repairs
+    if flag is not None:
+        assert result.mutating[0].flag(flag[0]) == flag[1]
+    after = deployed.read_state()
+    if damage is not _fail_function:  # a redeploy relabels nothing else
+        assert normalized(after) == normalized(before)
+    # The function redeploy keeps its trigger: same subscription, same policy.
+    assert after["subscriptions"][EVENTARC_SUB] == before["subscriptions"][EVENTARC_SUB]
 
 
 # -- dry run ----------------------------------------------------------------------
@@ -405,12 +486,12 @@ def test_dry_run_changes_nothing_and_prints_every_change(cloud: FakeCloud) -> No
     assert result.returncode == 0, result.stderr
     assert result.mutating == []
     assert cloud.read_state() == before
-    printed = [" ".join(argv[:3]) for argv in result.dry_run_argvs()]
+    printed = [" ".join(argv) for argv in result.dry_run_argvs()]
     for command in (
         "services enable",
         "pubsub topics create",
         "pubsub subscriptions create",
-        "iam service-accounts create",
+        "iam service-accounts create callback-relay-build",
         "iam roles create",
         "projects add-iam-policy-binding",
         "functions deploy workflows-callback-relay",
@@ -468,6 +549,7 @@ def test_destroy_with_yes_removes_what_deploy_created(deployed: FakeCloud) -> No
     assert state["subscriptions"] == {}
     assert state["service_accounts"] == {}
     assert state["functions"] == {}
+    assert state["run_services"] == {}
     assert state["workflows"] == {}
     assert state["roles"]["workflowsCallbackSender"]["deleted"] is True
     assert all_bindings(deployed) == set()

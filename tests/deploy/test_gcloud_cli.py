@@ -5,8 +5,9 @@
 - function/.gcloudignore keeps tests, tools and caches out of the upload, as
   `gcloud meta list-files-for-upload` (the code gcloud deploys with) sees it.
 
-The commands come from the fake-gcloud call log of deploy, destroy and
-custom-role repair runs, plus what --dry-run and the final instructions print.
+The commands come from the fake-gcloud call log of deploy, production (every
+flag), redeploy, --status, destroy and custom-role repair runs, plus what
+--dry-run, --status's fixes and the final instructions print.
 gcloud never touches the network here: prompts are off, the config directory is
 a fresh temporary one, and only --help and local listing commands run.
 """
@@ -23,7 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.harness import REPO, FakeCloud
+from tests.deploy.harness import REPO, FakeCloud, Result
+from tests.deploy.test_deploy_production import PRODUCTION_ARGS, project_with_users
+
+# Each real gcloud start costs seconds: out of the quick loop (scripts/test.sh --quick).
+pytestmark = pytest.mark.slow
 
 GCLOUD = Path("/usr/bin/gcloud")
 RELEASE_TRACKS = {"alpha", "beta"}
@@ -106,7 +111,32 @@ def help_mentions(help_text: str, flag: str) -> bool:
     return f"--[no-]{name}" in help_text
 
 
-def fetch_help(gcloud: Path, env: dict[str, str], path: tuple[str, ...]) -> str:
+def help_cache_key(gcloud: Path, path: tuple[str, ...]) -> str | None:
+    """A key that changes whenever the installed gcloud or this command changes:
+    the SDK's VERSION, and the size and time of the command's own file."""
+    root = gcloud.resolve().parent.parent
+    node = root / "lib" / "surface"
+    for word in (w for w in path if w not in RELEASE_TRACKS):
+        node = node / word.replace("-", "_")
+    files = [f for f in (node.with_suffix(".py"), node.with_suffix(".yaml")) if f.is_file()]
+    version = root / "VERSION"
+    if not files or not version.is_file():
+        return None
+    stat = files[0].stat()
+    stamp = f"{version.read_text().strip()}-{stat.st_size}-{stat.st_mtime_ns}"
+    return f"deploy/gcloud-help/{stamp}/{'_'.join(path)}"
+
+
+def fetch_help(
+    gcloud: Path, env: dict[str, str], path: tuple[str, ...], cache: pytest.Cache | None = None
+) -> str:
+    # gcloud's start-up costs 1-3 s per --help; the text of one installed
+    # version never changes, so pytest's cache keeps it between runs.
+    key = help_cache_key(gcloud, path) if cache is not None else None
+    if cache is not None and key is not None:
+        cached = cache.get(key, None)
+        if isinstance(cached, str):
+            return cached
     proc = subprocess.run(
         [str(gcloud), *path, "--help"],
         env=env,
@@ -118,6 +148,8 @@ def fetch_help(gcloud: Path, env: dict[str, str], path: tuple[str, ...]) -> str:
     assert proc.returncode == 0, f"gcloud {' '.join(path)} --help: {proc.stderr}"
     text = ANSI.sub("", proc.stdout)
     assert f"gcloud {' '.join(path)} -" in " ".join(text.split()), text[:300]
+    if cache is not None and key is not None:
+        cache.set(key, text)
     return text
 
 
@@ -134,6 +166,21 @@ def printed_commands(stdout: str) -> list[list[str]]:
     return argvs
 
 
+def status_fixes(stdout: str) -> list[list[str]]:
+    """The gcloud commands --status prints after "fix:"."""
+    prefix = "fix: gcloud "
+    return [
+        shlex.split(line.strip()[len(prefix) :])
+        for line in stdout.splitlines()
+        if line.strip().startswith(prefix)
+    ]
+
+
+def gcloud_calls(result: Result) -> list[list[str]]:
+    # curl is the one other tool (the Monitoring API); it has no gcloud --help.
+    return [call.argv for call in result.calls if call.command != "curl"]
+
+
 def collect_argvs(root: Path) -> list[list[str]]:
     argvs: list[list[str]] = []
     cloud = FakeCloud(root / "fresh", {"config_project": ""})
@@ -144,7 +191,7 @@ def collect_argvs(root: Path) -> list[list[str]]:
     for args in ((), ("--use-invoker-role",), ("--destroy", "--yes"), ("--destroy", "--dry-run")):
         result = cloud.deploy(*args)
         assert result.returncode == 0, result.stderr
-        argvs += [call.argv for call in result.calls]
+        argvs += gcloud_calls(result)
         argvs += result.dry_run_argvs()
         if not args:
             argvs += printed_commands(result.stdout)
@@ -154,13 +201,48 @@ def collect_argvs(root: Path) -> list[list[str]]:
     cloud.write_state(state)
     repaired = cloud.deploy("--dry-run")
     assert repaired.returncode == 0, repaired.stderr
-    argvs += repaired.dry_run_argvs() + [call.argv for call in repaired.calls]
+    argvs += repaired.dry_run_argvs() + gcloud_calls(repaired)
+
+    # Production: every flag, an update of the alert policy, a trigger that must
+    # change, --status with problems (and the fixes it prints), destroy.
+    production = FakeCloud(root / "production", project_with_users())
+    runs: list[tuple[tuple[str, ...], dict[str, str]]] = [
+        ((*PRODUCTION_ARGS, "--legacy-token-creator"), {}),
+        ((*PRODUCTION_ARGS, "--legacy-token-creator"), {"ALERT_OLDEST_UNACKED_SECONDS": "900"}),
+        ((*PRODUCTION_ARGS, "--legacy-token-creator"), {}),
+        ((*PRODUCTION_ARGS, "--legacy-token-creator", "--status"), {}),
+    ]
+    for run_args, env in runs:
+        result = production.deploy(*run_args, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        argvs += gcloud_calls(result)
+        argvs += printed_commands(result.stdout)
+    state = production.read_state()
+    function = state["functions"]["workflows-callback-relay"]
+    function["eventTrigger"]["retryPolicy"] = "RETRY_POLICY_DO_NOT_RETRY"
+    for subscription in state["subscriptions"].values():
+        subscription.pop("deadLetterPolicy", None)
+    state["iam"] = {}
+    production.write_state(state)
+    unhealthy = production.deploy(*PRODUCTION_ARGS, "--legacy-token-creator", "--status")
+    assert unhealthy.returncode == 1, unhealthy.stdout + unhealthy.stderr
+    fixes = status_fixes(unhealthy.stdout)
+    assert any(argv[:3] == ["pubsub", "subscriptions", "update"] for argv in fixes)
+    assert any(argv[:2] == ["iam", "service-accounts"] for argv in fixes)
+    argvs += fixes + gcloud_calls(unhealthy)
+    for final_args in (PRODUCTION_ARGS, (*PRODUCTION_ARGS, "--destroy", "--yes")):
+        result = production.deploy(*final_args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        argvs += gcloud_calls(result)
     return argvs
 
 
+# About 25 uncached --help runs: on a busy 2-core machine that nears the default 300 s.
+@pytest.mark.timeout(900)
 def test_every_gcloud_command_and_flag_exists(
-    gcloud: Path, gcloud_env: dict[str, str], tmp_path: Path
+    gcloud: Path, gcloud_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     surface = surface_root(gcloud)
     flags_by_command: dict[tuple[str, ...], set[str]] = {}
     for argv in collect_argvs(tmp_path):
@@ -176,15 +258,22 @@ def test_every_gcloud_command_and_flag_exists(
         ("iam", "roles", "update"),
         ("run", "services", "add-iam-policy-binding"),
         ("projects", "remove-iam-policy-binding"),
+        ("alpha", "monitoring", "policies", "list"),
+        ("alpha", "monitoring", "policies", "create"),
+        ("alpha", "monitoring", "policies", "update"),
+        ("alpha", "monitoring", "policies", "delete"),
+        ("auth", "print-access-token"),
+        ("iam", "service-accounts", "add-iam-policy-binding"),
+        ("run", "services", "add-iam-policy-binding"),
     }
     assert must_cover <= flags_by_command.keys()
 
-    # --help takes 1-3 s per command; a few in parallel keeps this well under a minute.
+    # --help takes 1-3 s per command uncached; a few run in parallel.
     with ThreadPoolExecutor(max_workers=4) as pool:
         helps = dict(
             zip(
                 flags_by_command,
-                pool.map(lambda p: fetch_help(gcloud, gcloud_env, p), flags_by_command),
+                pool.map(lambda p: fetch_help(gcloud, gcloud_env, p, cache), flags_by_command),
                 strict=True,
             )
         )
@@ -248,3 +337,28 @@ def test_gcloudignore_keeps_only_runtime_files(
     }
     assert {"main.py", "requirements.txt", "callback_relay/relay.py"} <= uploaded
     assert uploaded == expected
+
+
+def test_curl_flags_exist(tmp_path: Path) -> None:
+    """--status reads the dead-letter backlog with curl: its flags are real ones."""
+    curl = shutil.which("curl")
+    if curl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("curl is not installed, and CI=true requires this test to run")
+        pytest.skip("curl is not installed")
+    cloud = FakeCloud(tmp_path, project_with_users())
+    assert cloud.deploy(*PRODUCTION_ARGS).returncode == 0
+    result = cloud.deploy(*PRODUCTION_ARGS, "--status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (call,) = result.find("curl")
+    help_text = subprocess.run(
+        [curl, "--help", "all"], capture_output=True, text=True, check=True
+    ).stdout
+    used = [arg for arg in call.argv if arg.startswith("-")]
+    assert "--get" in used
+    for arg in used:
+        if arg.startswith("--"):
+            assert re.search(rf"(?<![\w-]){re.escape(arg)}(?![\w-])", help_text), arg
+        else:
+            for letter in arg[1:]:
+                assert f" -{letter}, " in help_text, f"-{letter}"

@@ -21,7 +21,8 @@ from tests.deploy.harness import parse_env_vars as parse_gcloud_env_vars
 WORKFLOW_YAML = REPO / "workflow.yaml"
 CONFIG_PY = REPO / "function" / "callback_relay" / "config.py"
 MAIN_PY = REPO / "function" / "main.py"
-# The fixed names (prompts/common.md): the contract between the pieces.
+# The fixed names: the contract between workflow.yaml, deploy.sh and the
+# relay, as the README and docs/deploy.md give them to users.
 RELAY_TOPIC = "workflows-callback-relay"
 WORKFLOW = "callback-relay-demo"
 FUNCTION_ENV_VARS = {
@@ -44,11 +45,15 @@ def deploy_default(name: str) -> str:
 @pytest.fixture(scope="module")
 def deploy_argv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     cloud = FakeCloud(tmp_path_factory.mktemp("names"))
-    result = cloud.deploy()
+    result = cloud.deploy("--with-http-function")
     assert result.returncode == 0, result.stderr
-    (function,) = result.find("functions deploy")
+    function, http_function = result.find("functions deploy")
     (workflow,) = result.find("workflows deploy")
-    return {"function": function.argv, "workflow": workflow.argv}
+    return {
+        "function": function.argv,
+        "http_function": http_function.argv,
+        "workflow": workflow.argv,
+    }
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -67,6 +72,8 @@ def test_resource_name_defaults() -> None:
     assert deploy_default("TRIGGER_SA_NAME") == "callback-relay-trigger"
     assert deploy_default("WORKFLOW_SA_NAME") == "callback-relay-workflow"
     assert deploy_default("CUSTOM_ROLE_ID") == "workflowsCallbackSender"
+    assert deploy_default("BUILD_SA_NAME") == "callback-relay-build"
+    assert deploy_default("HTTP_FUNCTION_NAME") == "workflows-callback-relay-http"
 
 
 def test_workflow_reads_the_topic_deploy_sets(deploy_argv: dict[str, list[str]]) -> None:
@@ -86,6 +93,7 @@ def test_workflow_reads_the_topic_deploy_sets(deploy_argv: dict[str, list[str]])
 def test_function_env_vars_are_the_ones_config_reads(deploy_argv: dict[str, list[str]]) -> None:
     source = CONFIG_PY.read_text(encoding="utf-8")
     env = parse_gcloud_env_vars(flag(deploy_argv["function"], "set-env-vars"))
+    assert parse_gcloud_env_vars(flag(deploy_argv["http_function"], "set-env-vars")) == env
     assert set(env) == FUNCTION_ENV_VARS
     for name in env:
         assert f'"{name}"' in source, f"config.py does not read {name}"
@@ -112,8 +120,32 @@ def test_timeout_defaults_agree_with_config() -> None:
     )
 
 
-def test_entry_point_exists(deploy_argv: dict[str, list[str]]) -> None:
-    entry_point = flag(deploy_argv["function"], "entry-point")
-    assert entry_point == "relay"
-    assert re.search(rf"^def {entry_point}\(", MAIN_PY.read_text(encoding="utf-8"), re.MULTILINE)
-    assert Path(flag(deploy_argv["function"], "source")) == MAIN_PY.parent
+def test_entry_points_exist(deploy_argv: dict[str, list[str]]) -> None:
+    main = MAIN_PY.read_text(encoding="utf-8")
+    for function, entry_point in (("function", "relay"), ("http_function", "relay_http")):
+        assert flag(deploy_argv[function], "entry-point") == entry_point
+        assert re.search(rf"^def {entry_point}\(", main, re.MULTILINE), entry_point
+        assert Path(flag(deploy_argv[function], "source")) == MAIN_PY.parent
+
+
+def test_allowed_workflows_flag_uses_the_relays_syntax(tmp_path: Path) -> None:
+    """What --allowed-workflows accepts, config accepts, and the other way round."""
+    cloud = FakeCloud(tmp_path)
+    good = (
+        f"projects/{PROJECT}/locations/*/workflows/orders, "
+        f"projects/*/locations/{REGION}/workflows/*"
+    )
+    result = cloud.deploy("--dry-run", "--allowed-workflows", good)
+    assert result.returncode == 0, result.stderr
+    (line,) = [a for a in result.dry_run_argvs() if a[:2] == ["functions", "deploy"]]
+    allowed = parse_gcloud_env_vars(flag(line, "set-env-vars"))["ALLOWED_WORKFLOWS"]
+    patterns = config.parse_allowed_workflows(allowed)
+    assert len(patterns) == 2
+    assert patterns[0].matches(PROJECT, "europe-west1", "orders")
+    assert not patterns[0].matches(PROJECT, REGION, "other")
+    for bad in ("projects/p/locations/l/workflows/w*", "projects/p/workflows/w", "orders"):
+        with pytest.raises(config.ConfigError):
+            config.parse_allowed_workflows(bad)
+        refused = cloud.deploy("--dry-run", "--allowed-workflows", bad)
+        assert refused.returncode != 0, bad
+        assert "--allowed-workflows entry" in refused.stderr
