@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.harness import (
+from tests.deploy.deploy_runner import (
     BUILD_SA,
     DEPLOY_SH,
     FUNCTION_SA,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.harness import (
+from tests.deploy.deploy_runner import (
     BUILD_SA,
     FUNCTION_SA,
     PROJECT,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.harness import REPO, FakeCloud, Result
+from tests.deploy.deploy_runner import REPO, FakeCloud, Result
 from tests.deploy.test_deploy_production import PRODUCTION_ARGS, project_with_users
 
 # Each real gcloud start costs seconds: out of the quick loop (scripts/test.sh --quick).

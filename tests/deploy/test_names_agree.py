@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from callback_relay import config
-from tests.deploy.harness import DEPLOY_SH, PROJECT, PROJECT_NUMBER, REGION, REPO, FakeCloud
-from tests.deploy.harness import parse_env_vars as parse_gcloud_env_vars
+from tests.deploy.deploy_runner import DEPLOY_SH, PROJECT, PROJECT_NUMBER, REGION, REPO, FakeCloud
+from tests.deploy.deploy_runner import parse_env_vars as parse_gcloud_env_vars
 
 WORKFLOW_YAML = REPO / "workflow.yaml"
 CONFIG_PY = REPO / "function" / "callback_relay" / "config.py"
