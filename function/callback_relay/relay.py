@@ -196,7 +196,7 @@ def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:
     session = build_session(settings.http_pool_size, settings.ca_bundle)
     client = CallbackClient(
         session=session,
-        tokens=AccessTokenProvider(session=session),
+        tokens=AccessTokenProvider(session=session, log=log),
         deadline_seconds=settings.retry_deadline_seconds,
         connect_timeout_seconds=settings.connect_timeout_seconds,
         read_timeout_seconds=settings.read_timeout_seconds,
