@@ -125,6 +125,11 @@ class CallbackClient:
             except _READ_ERRORS as exc:
                 response.close()
                 return _failed(exc, attempt.expired)
+        if attempt.expired:
+            # Whatever was parsed ended at a shutdown, not at the peer's end of
+            # message: http.client reads headers cut short as a complete answer.
+            response.close()
+            return _failed(TimeoutError(), expired=True)
         if not whole:
             # Close instead of draining what is left; a body read whole has
             # already gone back to the pool with its connection.
