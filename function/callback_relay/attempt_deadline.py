@@ -7,10 +7,11 @@ thread shuts the attempt's socket down when the deadline passes; the blocked
 read then returns and the attempt fails like any broken connection.
 
 The socket is found without touching requests' internals: the session's
-connection classes report each socket they open (``_new_conn``) or reuse
-(``request``) to the attempt of the calling thread. The watchdog keeps its own
-``dup`` of the descriptor, so a shutdown can never hit a descriptor number
-that has since been closed and reused by another thread's connection.
+connection classes report their socket to the attempt of the calling thread
+on each request. What they report is a ``dup`` of the descriptor made once
+per connection, closed with it, and shut down or closed only under one lock,
+so a shutdown can never hit a descriptor number that was closed and reused by
+another connection, and a kept-alive request costs no system call.
 """
 
 from __future__ import annotations
@@ -32,55 +33,64 @@ _CURRENT = threading.local()
 
 
 class Attempt:
-    """One attempt's deadline and the sockets it has used."""
+    """One attempt's deadline and the connections it has used."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.expired = False
         self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
+        self._handles: list[socket.socket] = []
         self._done = False
 
-    def watch(self, sock: socket.socket) -> None:
-        try:
-            duplicate = socket.socket(fileno=os.dup(sock.fileno()))
-        except OSError:
-            return  # already closed: nothing left to stop
+    def watch(self, handle: socket.socket) -> None:
         with self._lock:
             if not self._done and not self.expired:
-                self._sockets.append(duplicate)
+                self._handles.append(handle)
                 return
-        # Expired (or over) before this socket existed: stop it at once.
-        _shutdown(duplicate)
-        duplicate.close()
+        if self.expired:
+            _shutdown(handle)  # expired before this connection was made
 
     def expire(self) -> None:
         with self._lock:
             if self._done:
                 return
             self.expired = True
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _shutdown(sock)
-            sock.close()
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            _shutdown(handle)
 
     def finish(self) -> None:
         with self._lock:
             self._done = True
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            sock.close()  # closes the duplicate only; the connection stays pooled
+            self._handles = []
 
 
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+# Shutting a handle down and closing it never overlap: see the module docstring.
+_HANDLE_LOCK = threading.Lock()
 
 
-def _watch_current(sock: socket.socket | None) -> None:
+def _shutdown(handle: socket.socket) -> None:
+    with _HANDLE_LOCK, contextlib.suppress(OSError):
+        handle.shutdown(socket.SHUT_RDWR)
+
+
+def _new_handle(sock: socket.socket) -> socket.socket | None:
+    try:
+        return socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError:
+        return None
+
+
+def _close_handle(handle: socket.socket | None) -> None:
+    if handle is not None:
+        with _HANDLE_LOCK:
+            handle.close()
+
+
+def _watch_current(handle: socket.socket | None) -> None:
     attempt: Attempt | None = getattr(_CURRENT, "attempt", None)
-    if attempt is not None and sock is not None:
-        attempt.watch(sock)
+    if attempt is not None and handle is not None:
+        attempt.watch(handle)
 
 
 class DeadlineWatchdog:
@@ -128,25 +138,29 @@ class DeadlineWatchdog:
 
 
 class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    _deadline_handle: socket.socket | None = None
+
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _watch_current(sock)
+        _close_handle(self._deadline_handle)
+        # The raw socket, before any TLS handshake, which can be slow too.
+        self._deadline_handle = _new_handle(sock)
+        _watch_current(self._deadline_handle)
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_current(self.sock)  # a kept-alive connection: no _new_conn this time
+        if self.sock is not None:  # kept alive: no _new_conn this time
+            _watch_current(self._deadline_handle)
         super().request(*args, **kwargs)
 
+    def close(self) -> None:
+        super().close()
+        _close_handle(self._deadline_handle)
+        self._deadline_handle = None
 
-class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch_current(sock)  # before the TLS handshake, which can be slow too
-        return sock
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_current(self.sock)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection, _WatchedHTTPConnection):
+    pass
 
 
 class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
