@@ -27,6 +27,7 @@ import functools
 import http.server
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -89,13 +90,15 @@ def _response_head(status: int, headers: list[tuple[str, bytes]]) -> bytes:
 
 
 class HostilePeer(LoopbackServer):
-    def __init__(self, drip_interval: float = 0.05) -> None:
+    def __init__(
+        self, drip_interval: float = 0.05, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.drip_interval = drip_interval
         self.requests: list[tuple[str, int]] = []  # (mode, client port)
         self.bytes_sent: dict[str, int] = {}
         self._lock = threading.Lock()
         gzip_bomb()  # built now, so that serving it takes no time
-        super().__init__(self._handler())
+        super().__init__(self._handler(), ssl_context=ssl_context)
 
     def callback_url(self, mode: str) -> str:
         return f"{self.origin}{CALLBACK_PATH}{mode}"

@@ -25,7 +25,8 @@ Sources:
 | 404                                      | execution_gone | ack      |
 | 429 "already has a pending request"      | already_pending| ack      |
 | 429 quota / rate limit, or unrecognised  | transient      | retry    |
-| 401, 403, 408, 5xx                       | transient      | retry    |
+| 429 whose body was cut or is not JSON    | transient      | retry    |
+| 401, 403, 408, 5xx, 1xx, over 599        | transient      | retry    |
 | 3xx (redirects are never followed)       | permanent      | ack      |
 | any other 4xx                            | permanent      | ack      |
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import flask.testing
 import functions_framework
 import pytest
+import trustme
 
 from callback_relay.access_token import AccessTokenProvider
 from callback_relay.callback_client import CallbackClient, DeliveryDeferred, build_session
@@ -99,6 +101,34 @@ def test_a_connect_that_never_completes_ends_at_the_deadline(
         classification, elapsed = outcome(client, listener.callback_url())
     assert classification.kind is Kind.TRANSIENT
     assert elapsed < DEADLINE + 0.3, f"{elapsed:.3f} s"
+
+
+@pytest.fixture(scope="module")
+def tls_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostilePeer, str]]:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_path = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    with HostilePeer(drip_interval=0.05, ssl_context=context) as server:
+        yield server, str(ca_path)
+
+
+def test_over_tls_a_drip_fed_body_ends_at_the_deadline_and_keep_alive_holds(
+    tls_peer: tuple[HostilePeer, str], metadata_server: FakeMetadataServer
+) -> None:
+    server, ca_path = tls_peer
+    session = build_session(4, ca_path)
+    client = CallbackClient(session, AccessTokenProvider(session=session), DEADLINE, CONNECT, READ)
+    seen = len(server.requests)
+    for _ in range(3):
+        assert outcome(client, server.callback_url("ok"))[0].kind is Kind.DELIVERED
+    assert len({port for _mode, port in server.requests[seen:]}) == 1
+    classification, elapsed = outcome(client, server.callback_url("drip-body"))
+    assert "the retry deadline ended the attempt" in classification.reason
+    assert elapsed < DEADLINE + 0.3, f"{elapsed:.3f} s"
+    # The pool recovers: the next call gets a fresh, working connection.
+    assert outcome(client, server.callback_url("ok"))[0].kind is Kind.DELIVERED
 
 
 # -- 5: memory is bounded --------------------------------------------------
