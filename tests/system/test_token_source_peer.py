@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from callback_relay import structured_log
 from callback_relay.access_token import (
@@ -149,3 +150,18 @@ def test_no_credentials_logs_a_hint_at_the_first_failure(
     assert time.monotonic() - started < 0.1
     assert len(log.lines) == 1
     assert first_failure < 10  # google-auth's probe: 3 tries with backoff
+
+
+def test_wrong_shape_can_be_set_over_http(metadata_server: FakeMetadataServer) -> None:
+    """What other processes (the local stack, the soak) use to pick a shape."""
+    control = f"http://{metadata_server.host}/_fake/shape"
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        assert session.get(f"{control}?name=list", timeout=5).status_code == 200
+        assert metadata_server.token_shape == "list"
+        assert session.get(f"{control}?name=nonsense", timeout=5).status_code == 400
+        assert metadata_server.token_shape == "list"
+    finally:
+        assert session.get(f"{control}?name=", timeout=5).status_code == 200
+    assert metadata_server.token_shape is None
