@@ -10,8 +10,10 @@ Requests without ``Metadata-Flavor: Google`` get 403, as on GCE.
 https://cloud.google.com/compute/docs/metadata/querying-metadata
 
 Run as a CLI for other processes: ``python -m harness.fake_metadata_server --port 0``
-prints ``READY host:port``. ``GET /_fake/stats`` counts token requests and
-``GET /_fake/fail?count=N&status=500`` fails the next N of them.
+prints ``READY host:port``. ``GET /_fake/stats`` counts token requests,
+``GET /_fake/fail?count=N&status=500`` fails the next N of them and
+``GET /_fake/shape?name=NAME`` answers token requests in one of the
+``WRONG_SHAPES`` (``name=`` for the right one again).
 """
 
 from __future__ import annotations
@@ -23,11 +25,41 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from harness.loopback_server import LoopbackServer, QuietHandler
 
 SERVICE_ACCOUNT = "callback-relay-fn@test-project.iam.gserviceaccount.com"
+JSON = "application/json"
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# Token answers of the wrong shape: name -> (content type, body from the token).
+# Every token in them is a fresh secret, so a test can look for it in the logs.
+WRONG_SHAPES: dict[str, tuple[str, Callable[[str], str]]] = {
+    "no_expires_in": (JSON, lambda t: json.dumps({"access_token": t, "token_type": "Bearer"})),
+    "string_expires_in": (JSON, lambda t: json.dumps({"access_token": t, "expires_in": "3599"})),
+    "huge_expires_in": (JSON, lambda t: json.dumps({"access_token": t, "expires_in": 10**30})),
+    "long_expires_in": (JSON, lambda t: json.dumps({"access_token": t, "expires_in": 10**8})),
+    "negative_expires_in": (JSON, lambda t: json.dumps({"access_token": t, "expires_in": -5})),
+    "float_nan_expires_in": (JSON, lambda t: f'{{"access_token": "{t}", "expires_in": NaN}}'),
+    "list": (JSON, lambda t: json.dumps([t, 3599])),
+    "null_token": (JSON, lambda t: json.dumps({"access_token": None, "expires_in": 3599})),
+    "number_token": (JSON, lambda t: json.dumps({"access_token": 12345, "expires_in": 3599})),
+    "text_plain": ("text/plain", lambda t: t),
+    "crlf_token": (
+        JSON,
+        lambda t: json.dumps({"access_token": t + "\r\nX-Injected: 1", "expires_in": 3599}),
+    ),
+    "space_token": (JSON, lambda t: json.dumps({"access_token": t + " extra", "expires_in": 3599})),
+    "broken_json": (JSON, lambda t: '{"access_token": "' + t + '", "expires_in": 35'),
+    "deep_json": (JSON, lambda t: _deep(100_000)),
+    "not_utf8": (JSON, lambda t: "\udcff"),
+}
 
 
 class FakeMetadataServer(LoopbackServer):
@@ -51,6 +83,10 @@ class FakeMetadataServer(LoopbackServer):
         self.token_gate = threading.Event()
         self.token_gate.set()
         self.token_requests_waiting = 0
+        # One of WRONG_SHAPES, or None for a well-formed answer.
+        self.token_shape: str | None = None
+        # Authorization headers seen on any request (from .netrc, for example).
+        self.authorization_headers: list[str] = []
         super().__init__(self._handler(), port)
 
     def fail_token_requests(self, count: int, status: int = 500) -> None:
@@ -63,7 +99,7 @@ class FakeMetadataServer(LoopbackServer):
         with self._lock:
             return token in self.issued_tokens
 
-    def _token_reply(self) -> tuple[int, Any]:
+    def _token_reply(self) -> tuple[int, Any] | tuple[int, bytes, str]:
         if not self.token_gate.is_set():
             with self._lock:
                 self.token_requests_waiting += 1
@@ -79,6 +115,10 @@ class FakeMetadataServer(LoopbackServer):
                 return self._fail_status, "metadata server unavailable"
             token = f"ya29.fake-{next(self._counter)}-{secrets.token_urlsafe(16)}"
             self.issued_tokens.append(token)
+            shape = self.token_shape
+        if shape is not None:
+            content_type, build = WRONG_SHAPES[shape]
+            return 200, build(token).encode("utf-8", "surrogateescape"), content_type
         return 200, {
             "access_token": token,
             "expires_in": self.token_lifetime_seconds,
@@ -91,6 +131,8 @@ class FakeMetadataServer(LoopbackServer):
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path, _, query = self.path.partition("?")
+                if "Authorization" in self.headers:
+                    fake.authorization_headers.append(self.headers["Authorization"])
                 if path == "/_fake/stats":
                     self._reply(200, {"token_requests": fake.token_requests})
                     return
@@ -99,6 +141,14 @@ class FakeMetadataServer(LoopbackServer):
                     fake.fail_token_requests(
                         int(params.get("count", "1")), int(params.get("status", "500"))
                     )
+                    self._reply(200, {})
+                    return
+                if path == "/_fake/shape":
+                    name = query.partition("name=")[2] or None
+                    if name is not None and name not in WRONG_SHAPES:
+                        self._reply(400, f"unknown shape {name}")
+                        return
+                    fake.token_shape = name
                     self._reply(200, {})
                     return
                 if path == "/":
@@ -132,13 +182,17 @@ class FakeMetadataServer(LoopbackServer):
                 else:
                     self._reply(404, "not found")
 
-            def _reply(self, status: int, body: Any) -> None:
-                is_json = not isinstance(body, str)
-                data = (json.dumps(body) if is_json else body).encode()
+            def _reply(self, status: int, body: Any, content_type: str | None = None) -> None:
+                is_json = not isinstance(body, str | bytes)
+                if isinstance(body, bytes):
+                    data = body
+                else:
+                    data = (json.dumps(body) if is_json else body).encode()
                 self.send_response(status)
                 self.send_header("Metadata-Flavor", "Google")
                 self.send_header(
-                    "Content-Type", "application/json" if is_json else "application/text"
+                    "Content-Type",
+                    content_type or ("application/json" if is_json else "application/text"),
                 )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -4,39 +4,52 @@ One pooled ``requests.Session`` per process: keep-alive saves a TLS handshake
 per message. Redirects are never followed, cookies are never kept and the
 environment (proxies, .netrc) is ignored, so the token only ever goes to the
 URL that the policy accepted.
+
+Each attempt is bounded as a whole, not per socket read: a watchdog ends it at
+the retry deadline (``attempt_deadline``), and at most ``MAX_RESPONSE_BYTES``
+of the answer are read (``response_body``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import http.cookiejar
-import os
 import random
 import time
 from collections.abc import Callable
 
 import requests
-import requests.adapters
+import urllib3.exceptions
 
 from callback_relay.access_token import AccessTokenProvider, TokenUnavailable
+from callback_relay.attempt_deadline import DeadlineAdapter, DeadlineWatchdog
 from callback_relay.callback_response import Classification, Kind, classify_response
+from callback_relay.response_body import (
+    ACCEPT_ENCODING,
+    MAX_RESPONSE_BYTES,
+    decode_capped,
+    read_capped,
+)
+
+__all__ = ["MAX_RESPONSE_BYTES", "CallbackClient", "DeliveryDeferred", "build_session"]
 
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 8.0
-MAX_RESPONSE_BYTES = 64 * 1024
+# Errors of a broken or stopped connection while the answer is read.
+_READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 
-def build_session(pool_size: int) -> requests.Session:
+def build_session(pool_size: int, ca_bundle: str | None = None) -> requests.Session:
+    """The pooled session; ``ca_bundle`` replaces the system CAs (local TLS fakes)."""
     session = requests.Session()
     session.trust_env = False
-    # trust_env=False also drops REQUESTS_CA_BUNDLE; keep that one, for local TLS fakes.
-    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
+    session.verify = ca_bundle or True
+    session.headers["Accept-Encoding"] = ACCEPT_ENCODING
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     # Redirects are refused per request (allow_redirects=False). Do not also set
     # max_redirects=0: requests then raises TooManyRedirects on any 3xx.
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=4, pool_maxsize=pool_size, max_retries=0
-    )
+    adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -67,6 +80,10 @@ class CallbackClient:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     jitter: Callable[[float, float], float] = random.uniform
+    watchdog: DeadlineWatchdog = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watchdog = DeadlineWatchdog(self.clock)
 
     def backoff_seconds(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with full jitter, never shorter than Retry-After."""
@@ -75,8 +92,9 @@ class CallbackClient:
         return max(delay, retry_after or 0.0)
 
     def _attempt(
-        self, method: str, url: str, body: bytes | None, idempotency_key: str, remaining: float
+        self, method: str, url: str, body: bytes | None, idempotency_key: str, deadline: float
     ) -> Classification:
+        remaining = deadline - self.clock()
         try:
             token = self.tokens.token(wait_seconds=remaining)
         except TokenUnavailable as exc:
@@ -84,21 +102,42 @@ class CallbackClient:
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": idempotency_key}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        remaining = deadline - self.clock()
         timeout = (
             max(0.001, min(self.connect_timeout_seconds, remaining)),
             max(0.001, min(self.read_timeout_seconds, remaining)),
         )
-        try:
-            response = self.session.request(
-                method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            )
-        except requests.Timeout:
-            return Classification(Kind.TRANSIENT, "timed out")
-        except requests.RequestException as exc:
-            return Classification(Kind.TRANSIENT, f"connection failed: {type(exc).__name__}")
-        # Reading the whole (small) body returns the connection to the pool.
-        content = response.content[:MAX_RESPONSE_BYTES]
-        classification = classify_response(response.status_code, response.headers, content)
+        with self.watchdog.attempt(deadline) as attempt:
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.RequestException as exc:
+                return _failed(exc, attempt.expired)
+            try:
+                raw, whole = read_capped(response.raw)
+            except _READ_ERRORS as exc:
+                response.close()
+                return _failed(exc, attempt.expired)
+        if attempt.expired:
+            # Whatever was parsed ended at a shutdown, not at the peer's end of
+            # message: http.client reads headers cut short as a complete answer.
+            response.close()
+            return _failed(TimeoutError(), expired=True)
+        if not whole:
+            # Close instead of draining what is left; a body read whole has
+            # already gone back to the pool with its connection.
+            response.close()
+        content, decoded = decode_capped(raw, response.headers.get("Content-Encoding"))
+        classification = classify_response(
+            response.status_code, response.headers, content, whole and decoded
+        )
         if response.status_code == 401:
             self.tokens.invalidate(token)
         return classification
@@ -112,9 +151,7 @@ class CallbackClient:
         attempt = 0
         while True:
             attempt += 1
-            classification = self._attempt(
-                method, url, body, idempotency_key, deadline - self.clock()
-            )
+            classification = self._attempt(method, url, body, idempotency_key, deadline)
             now = self.clock()
             result = DeliveryResult(classification, attempt, (now - started) * 1000)
             if classification.kind.is_final:
@@ -123,3 +160,11 @@ class CallbackClient:
             if now + delay >= deadline:
                 raise DeliveryDeferred(result)
             self.sleep(delay)
+
+
+def _failed(exc: Exception, expired: bool) -> Classification:
+    if expired:
+        return Classification(Kind.TRANSIENT, "timed out: the retry deadline ended the attempt")
+    if isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError):
+        return Classification(Kind.TRANSIENT, "timed out")
+    return Classification(Kind.TRANSIENT, f"connection failed: {type(exc).__name__}")

@@ -13,6 +13,11 @@ Sources:
   A quota 429 is RESOURCE_EXHAUSTED too, and the callback 429's body is not
   documented, so only a 429 that says "pending" (and shows no quota evidence) is
   taken as already received; any other 429 is retried, which is always safe.
+  The decision reads the structured fields first (``status``, the
+  google.rpc.ErrorInfo ``reason``, a QuotaFailure detail) and the message text
+  last, and never the text of a body cut at the read cap.
+- Retry-After is delay-seconds (ASCII digits) or an HTTP-date,
+  https://www.rfc-editor.org/rfc/rfc9110#name-retry-after; anything else is ignored.
 
 | answer                                   | kind           | Pub/Sub  |
 |------------------------------------------|----------------|----------|
@@ -20,7 +25,8 @@ Sources:
 | 404                                      | execution_gone | ack      |
 | 429 "already has a pending request"      | already_pending| ack      |
 | 429 quota / rate limit, or unrecognised  | transient      | retry    |
-| 401, 403, 408, 5xx                       | transient      | retry    |
+| 429 whose body was cut or is not JSON    | transient      | retry    |
+| 401, 403, 408, 5xx, 1xx, over 599        | transient      | retry    |
 | 3xx (redirects are never followed)       | permanent      | ack      |
 | any other 4xx                            | permanent      | ack      |
 """
@@ -31,15 +37,19 @@ import dataclasses
 import datetime
 import email.utils
 import enum
-import json
 import re
 from collections.abc import Mapping
+
+from callback_relay.google_api_error import ErrorBody, parse_error_body
 
 # Words Workflows uses for a callback whose one-slot buffer is full. A 429 that
 # says none of them is treated as a quota limit: retrying that is always safe.
 _PENDING_RE = re.compile(r"pending|already (been )?received|not (yet )?(been )?consumed", re.I)
 _QUOTA_RE = re.compile(r"quota|rate.?limit|RATE_LIMIT_EXCEEDED|QuotaFailure", re.I)
-MAX_ERROR_EXCERPT = 300
+_DELAY_SECONDS_RE = re.compile(r"[0-9]+", re.ASCII)
+# Longer waits than this mean "not within this delivery" all the same.
+MAX_RETRY_AFTER_SECONDS = 86400.0
+_MAX_HTTP_DATE_CHARS = 64
 
 
 class Kind(enum.Enum):
@@ -64,44 +74,56 @@ class Classification:
 
 
 def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    """Seconds to wait, in [0, MAX_RETRY_AFTER_SECONDS], or None for anything unreadable."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    value = value.strip(" \t")
+    if _DELAY_SECONDS_RE.fullmatch(value):
+        # int() of thousands of digits raises; a number this long is "too long" anyway.
+        return (
+            MAX_RETRY_AFTER_SECONDS
+            if len(value) > 9
+            else min(float(value), MAX_RETRY_AFTER_SECONDS)
+        )
+    if len(value) > _MAX_HTTP_DATE_CHARS or not value.isascii():
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = (when - (now or datetime.datetime.now(datetime.UTC))).total_seconds()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        # Python 3.11 raises TypeError for unparsable text, ValueError/OverflowError
+        # for impossible dates (year 0, hour 99, offset +9999).
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    now = now or datetime.datetime.now(datetime.UTC)
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
-def _error_summary(body: bytes) -> tuple[str, str]:
-    """(status, text) of a Google API error body, tolerant of anything else."""
-    text = body[:4096].decode("utf-8", "replace")
-    try:
-        error = json.loads(text).get("error", {})
-    except (ValueError, AttributeError):
-        return "", text[:MAX_ERROR_EXCERPT]
-    if not isinstance(error, dict):
-        return "", text[:MAX_ERROR_EXCERPT]
-    status = str(error.get("status", ""))
-    message = str(error.get("message", ""))
-    details = error.get("details")
-    if details:
-        message = f"{message} {json.dumps(details)[:1000]}"
-    return status, message[:MAX_ERROR_EXCERPT]
+def _shows_quota(error: ErrorBody) -> bool:
+    return any(_QUOTA_RE.search(t) for t in (*error.reasons, *error.detail_types))
 
 
-def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Classification:
-    retry_after = parse_retry_after(headers.get("Retry-After"))
+def is_already_pending(error: ErrorBody) -> bool:
+    """A 429 body that says the callback already holds a request, from structure first."""
+    if not error.structured or _shows_quota(error):
+        return False  # a cut or foreign body, or a quota limit: retry, always safe
+    if error.status and error.status != "RESOURCE_EXHAUSTED":
+        return False  # 429 maps to RESOURCE_EXHAUSTED in the error model
+    if any(_PENDING_RE.search(r) for r in error.reasons):
+        return True
+    # Text last, the whole message: quota words anywhere in it win.
+    return bool(_PENDING_RE.search(error.message)) and not _QUOTA_RE.search(error.message)
+
+
+def classify_response(
+    status: int, headers: Mapping[str, str], body: bytes, complete: bool = True
+) -> Classification:
+    """What the answer means; ``complete=False`` when the body was cut at the read cap."""
     if 200 <= status < 300:
         return Classification(Kind.DELIVERED, "callback received", status)
-    api_status, excerpt = _error_summary(body)
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    error = parse_error_body(body, complete)
+    excerpt = error.excerpt
     if status == 404:
         return Classification(
             Kind.EXECUTION_GONE,
@@ -110,7 +132,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> C
             error_excerpt=excerpt,
         )
     if status == 429:
-        if _PENDING_RE.search(excerpt) and not _QUOTA_RE.search(excerpt):
+        if is_already_pending(error):
             return Classification(
                 Kind.ALREADY_PENDING,
                 "the callback already holds an unconsumed request; the resume is queued",
@@ -119,17 +141,17 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> C
             )
         return Classification(
             Kind.TRANSIENT,
-            f"rate limited ({api_status or 'HTTP 429'})",
+            f"rate limited ({error.status[:64] or 'HTTP 429'})",
             status,
             retry_after,
             excerpt,
         )
-    if status in (401, 403, 408) or status >= 500:
+    if status in (401, 403, 408) or status >= 500 or status < 200:
         reason = {
             401: "token rejected (UNAUTHENTICATED)",
             403: "permission denied: grant workflows.callbacks.send to the function's account",
             408: "request timeout",
-        }.get(status, f"server error {status}")
+        }.get(status, f"server error {status}" if status >= 500 else f"unexpected status {status}")
         return Classification(Kind.TRANSIENT, reason, status, retry_after, excerpt)
     if 300 <= status < 400:
         return Classification(
@@ -137,7 +159,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> C
         )
     return Classification(
         Kind.PERMANENT,
-        f"callback refused the request ({api_status or status})",
+        f"callback refused the request ({error.status[:64] or status})",
         status,
         error_excerpt=excerpt,
     )

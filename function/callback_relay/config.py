@@ -68,6 +68,8 @@ class Settings:
     trace_project: str | None = None
     # Size of the HTTP connection pool; matches the thread count of the server.
     http_pool_size: int = 8
+    # REQUESTS_CA_BUNDLE: the callback session ignores the environment, so pass it on.
+    ca_bundle: str | None = None
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, maximum: float) -> float:
@@ -151,4 +153,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=log_level,
         trace_project=env.get("GOOGLE_CLOUD_PROJECT", "").strip() or None,
         http_pool_size=max(threads, 4),
+        ca_bundle=env.get("REQUESTS_CA_BUNDLE", "").strip() or None,
     )

@@ -193,10 +193,10 @@ def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:
     """Build the process-wide relay from the environment; raises ConfigError early."""
     settings = load_settings(os.environ if env is None else env)
     log = structured_log.StructuredLog(settings.log_level)
-    session = build_session(settings.http_pool_size)
+    session = build_session(settings.http_pool_size, settings.ca_bundle)
     client = CallbackClient(
         session=session,
-        tokens=AccessTokenProvider(session=session),
+        tokens=AccessTokenProvider(session=session, log=log),
         deadline_seconds=settings.retry_deadline_seconds,
         connect_timeout_seconds=settings.connect_timeout_seconds,
         read_timeout_seconds=settings.read_timeout_seconds,

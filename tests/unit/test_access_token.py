@@ -6,12 +6,14 @@ import datetime
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from callback_relay.access_token import (
     EARLY_REFRESH_RETRY_SECONDS,
     EXPIRY_SAFETY_SECONDS,
+    FAILED_REFRESH_HOLD_SECONDS,
     AccessTokenProvider,
     TokenUnavailable,
 )
@@ -43,6 +45,16 @@ def test_concurrent_callers_fetch_the_token_once(metadata_server: FakeMetadataSe
     assert tokens[0] in metadata_server.issued_tokens
 
 
+class Lines:
+    """A log writer that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[int, str, dict[str, Any]]] = []
+
+    def write(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        self.lines.append((level, message, fields))
+
+
 def test_token_is_reused_until_near_expiry(metadata_server: FakeMetadataServer) -> None:
     now = [1000.0]
     provider = AccessTokenProvider(clock=lambda: now[0])
@@ -51,6 +63,9 @@ def test_token_is_reused_until_near_expiry(metadata_server: FakeMetadataServer) 
     now[0] += 3599 - 301  # the fake's tokens live 3599 s; refreshed 300 s early
     assert provider.token() == first
     now[0] += 2
+    # Inside the refresh window: still the valid token, refreshed in the background.
+    assert provider.token() == first
+    assert provider.wait_for_refresh(5)
     second = provider.token()
     assert second != first
     assert metadata_server.token_requests - before == 2
@@ -65,6 +80,8 @@ def test_short_lived_token_is_refreshed_at_half_life(metadata_server: FakeMetada
         now[0] = 29
         assert provider.token() == first
         now[0] = 31
+        assert provider.token() == first  # served while the refresh runs
+        assert provider.wait_for_refresh(5)
         assert provider.token() != first
     finally:
         metadata_server.token_lifetime_seconds = 3599
@@ -80,11 +97,13 @@ def test_invalidate_forces_a_new_token(metadata_server: FakeMetadataServer) -> N
 
 
 def test_metadata_failure_is_token_unavailable(metadata_server: FakeMetadataServer) -> None:
-    provider = AccessTokenProvider()
+    now = [0.0]
+    provider = AccessTokenProvider(clock=lambda: now[0], log=Lines())
     metadata_server.fail_token_requests(1, status=403)
     with pytest.raises(TokenUnavailable) as caught:
         provider.token()
     assert "RefreshError" in str(caught.value)
+    now[0] += FAILED_REFRESH_HOLD_SECONDS
     assert provider.token() in metadata_server.issued_tokens
 
 
@@ -119,10 +138,9 @@ def test_refresh_in_progress_does_not_hold_up_a_valid_token(
     before = metadata_server.token_requests
     now[0] = 3599 - 200  # inside the refresh window, far from expiry
     metadata_server.token_gate.clear()
-    refreshed: list[str] = []
-    refresher = threading.Thread(target=lambda: refreshed.append(provider.token()))
     try:
-        refresher.start()
+        # The caller that starts the refresh does not wait for it either.
+        assert provider.token() == first
         _wait_until(lambda: metadata_server.token_requests_waiting == 1)
         # The refresh is stuck in the metadata server; other callers are not.
         reader_tokens: list[str] = []
@@ -133,10 +151,9 @@ def test_refresh_in_progress_does_not_hold_up_a_valid_token(
         assert reader_tokens == [first]
     finally:
         metadata_server.token_gate.set()
-    refresher.join(5)
-    assert refreshed
-    assert refreshed[0] != first
-    assert provider.token() == refreshed[0]
+    assert provider.wait_for_refresh(5)
+    assert provider.token() != first
+    assert provider.token() in metadata_server.issued_tokens
     assert metadata_server.token_requests - before == 1
 
 
@@ -149,6 +166,7 @@ def test_failed_early_refresh_keeps_the_valid_token(metadata_server: FakeMetadat
     metadata_server.fail_token_requests(5, status=403)  # 403: google-auth does not retry it
     try:
         assert provider.token() == first
+        assert provider.wait_for_refresh(5)
         tried = metadata_server.token_requests - before
         assert tried >= 1
         # No new attempt on every call: the next one waits EARLY_REFRESH_RETRY_SECONDS.
@@ -157,6 +175,8 @@ def test_failed_early_refresh_keeps_the_valid_token(metadata_server: FakeMetadat
     finally:
         metadata_server.fail_token_requests(0)
     now[0] += EARLY_REFRESH_RETRY_SECONDS + 1
+    assert provider.token() == first
+    assert provider.wait_for_refresh(5)
     assert provider.token() != first
 
 
@@ -171,23 +191,24 @@ def test_a_token_near_expiry_is_never_sent(metadata_server: FakeMetadataServer) 
             provider.token()
     finally:
         metadata_server.fail_token_requests(0)
+    now[0] += FAILED_REFRESH_HOLD_SECONDS
     assert provider.token() != first
 
 
 def test_caller_without_a_token_waits_a_bounded_time(metadata_server: FakeMetadataServer) -> None:
     provider = AccessTokenProvider(wait_seconds=0.3)
     metadata_server.token_gate.clear()
-    holder = threading.Thread(target=provider.token)
     try:
-        holder.start()
-        _wait_until(lambda: metadata_server.token_requests_waiting == 1)
         started = time.monotonic()
+        # The caller that starts the refresh is bounded too: the refresh runs on.
         with pytest.raises(TokenUnavailable, match=r"waiting 0\.3 s"):
             provider.token()
+        _wait_until(lambda: metadata_server.token_requests_waiting == 1)
         # The callback client passes what is left of its retry deadline.
         with pytest.raises(TokenUnavailable, match=r"waiting 0\.05 s"):
             provider.token(wait_seconds=0.05)
         assert time.monotonic() - started < 2.0
     finally:
         metadata_server.token_gate.set()
-    holder.join(5)
+    assert provider.wait_for_refresh(5)
+    assert provider.token() in metadata_server.issued_tokens
