@@ -14,12 +14,14 @@ import datetime
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
 import requests
+
+from callback_relay.errors import TokenUnavailable
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Refresh this long before expiry (google-auth's own threshold is 3 min 45 s).
@@ -32,8 +34,12 @@ EARLY_REFRESH_RETRY_SECONDS = 5.0
 DEFAULT_WAIT_SECONDS = 20.0
 
 
-class TokenUnavailable(RuntimeError):
-    """No token could be obtained now; the caller should retry later."""
+class CachedToken(NamedTuple):
+    """A token with its refresh and expiry times, in monotonic seconds."""
+
+    token: str
+    refresh_after: float
+    unusable_after: float
 
 
 class RefreshableCredentials(Protocol):
@@ -63,8 +69,8 @@ class AccessTokenProvider:
         self._clock = clock
         self._wait_seconds = wait_seconds
         self._lock = threading.Lock()
-        # (token, refresh after, unusable after), in monotonic seconds; replaced atomically.
-        self._cached: tuple[str, float, float] | None = None
+        # Replaced atomically, never mutated.
+        self._cached: CachedToken | None = None
         self.refresh_count = 0
 
     def token(self, wait_seconds: float | None = None) -> str:
@@ -102,7 +108,7 @@ class AccessTokenProvider:
             except TokenUnavailable:
                 # Still valid: keep using it, and try again a little later.
                 retry_at = min(self._clock() + EARLY_REFRESH_RETRY_SECONDS, cached[2])
-                self._cached = (current, retry_at, cached[2])
+                self._cached = CachedToken(current, retry_at, cached[2])
                 return current
         finally:
             self._lock.release()
@@ -133,5 +139,5 @@ class AccessTokenProvider:
         margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
         safety = min(EXPIRY_SAFETY_SECONDS, lifetime / 10)
         now = self._clock()
-        self._cached = (token, now + lifetime - margin, now + lifetime - safety)
+        self._cached = CachedToken(token, now + lifetime - margin, now + lifetime - safety)
         return token

@@ -18,8 +18,9 @@ from collections.abc import Callable
 import requests
 import requests.adapters
 
-from callback_relay.access_token import AccessTokenProvider, TokenUnavailable
+from callback_relay.access_token import AccessTokenProvider
 from callback_relay.callback_response import Classification, Kind, classify_response
+from callback_relay.errors import DeliveryDeferred, TokenUnavailable
 
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 8.0
@@ -47,14 +48,6 @@ class DeliveryResult:
     classification: Classification
     attempts: int
     latency_ms: float
-
-
-class DeliveryDeferred(RuntimeError):
-    """Transient failures lasted past the deadline; Pub/Sub should redeliver."""
-
-    def __init__(self, result: DeliveryResult) -> None:
-        super().__init__(result.classification.reason)
-        self.result = result
 
 
 @dataclasses.dataclass

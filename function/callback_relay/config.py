@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 
 from callback_relay import structured_log
+from callback_relay.callback_url_policy import WorkflowPattern
+from callback_relay.errors import ConfigError
 
 DEFAULT_RETRY_DEADLINE_SECONDS = 30.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
@@ -32,26 +34,6 @@ _ALLOWED_WORKFLOW_RE = re.compile(
 _EMULATOR_HOST_RE = re.compile(
     r"(?P<scheme>https?://)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})"
 )
-
-
-class ConfigError(ValueError):
-    """An environment variable holds a value the relay cannot run with."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkflowPattern:
-    """One ALLOWED_WORKFLOWS entry; ``None`` in a field matches any value."""
-
-    project: str | None
-    location: str | None
-    workflow: str | None
-
-    def matches(self, project: str, location: str, workflow: str) -> bool:
-        return (
-            (self.project is None or self.project == project)
-            and (self.location is None or self.location == location)
-            and (self.workflow is None or self.workflow == workflow)
-        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,8 @@ from callback_relay.access_token import (
     EARLY_REFRESH_RETRY_SECONDS,
     EXPIRY_SAFETY_SECONDS,
     AccessTokenProvider,
-    TokenUnavailable,
 )
+from callback_relay.errors import TokenUnavailable
 from harness.fake_metadata_server import FakeMetadataServer
 
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from callback_relay.config import ConfigError, WorkflowPattern, load_settings
+from callback_relay.callback_url_policy import WorkflowPattern
+from callback_relay.config import load_settings
+from callback_relay.errors import ConfigError
 
 
 def test_defaults() -> None:

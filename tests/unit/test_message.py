@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from callback_relay.errors import MessageRejected
 from callback_relay.message import (
     CALLBACK_METHODS,
     RFC3339_PATTERN,
     CallbackMessage,
-    MessageRejected,
     parse_message_data,
 )
 
@@ -79,8 +79,17 @@ def test_bare_url_shorthand(data: str) -> None:
         (b'{"callback_url": "x", "expires_at": "tomorrow"}', "invalid_expires_at"),
         (b'{"callback_url": "x", "expires_at": "2030-02-30T00:00:00Z"}', "invalid_expires_at"),
         (b'{"callback_url": "x", "expires_at": "2030-01-01T00:00:00"}', "invalid_expires_at"),
-        (b'{"callback_url": "x", "payload": NaN}', "invalid_json"),
-        (b'{"callback_url": "x", "payload": Infinity}', "invalid_json"),
+        (b'{"callback_url": "x", "payload": NaN}', "not_strict_json"),
+        (b'{"callback_url": "x", "payload": Infinity}', "not_strict_json"),
+        (b'{"callback_url": "x", "payload": -Infinity}', "not_strict_json"),
+        (b'{"callback_url": "x", "payload": 1e400}', "not_strict_json"),
+        (b'{"callback_url": "x", "payload": [-1E+999]}', "not_strict_json"),
+        (b'{"callback_url": "x", "payload": "\\ud800"}', "not_strict_json"),
+        (b'{"callback_url": "x", "payload": {"\\udfff": 1}}', "not_strict_json"),
+        (b'{"callback_url": "x", "expires_at": "2030-01-01T00:00:00Z\\n"}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "expires_at": "2030-01-01T00:00:60Z"}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "expires_at": "2030-01-01T24:00:00Z"}', "invalid_expires_at"),
+        (b'{"callback_url": "x", "expires_at": "0000-01-01T00:00:00Z"}', "invalid_expires_at"),
         (b'{"callback_url": "x", "method": "GET", "payload": {"a": 1}}', "payload_not_allowed"),
         (b"[" * 100_000, "invalid_json"),
         (json.dumps({"callback_url": "x" * 2049}).encode(), "invalid_callback_url"),

@@ -4,14 +4,15 @@ import base64
 
 import pytest
 
-from callback_relay.pubsub_event import EventRejected, delivery_from_event, project_from_source
+from callback_relay.errors import EventRejected
+from callback_relay.pubsub_event import delivery_from_event, project_from_source
 from harness import cloudevents as events
 
 
 def test_eventarc_data() -> None:
     _headers, body = events.eventarc_binary(b"hello", "42")
-    delivery = delivery_from_event("42", events.SOURCE, body, "tp")
-    assert (delivery.message_id, delivery.data, delivery.traceparent) == ("42", b"hello", "tp")
+    delivery = delivery_from_event("42", events.SOURCE, body)
+    assert (delivery.message_id, delivery.data) == ("42", b"hello")
     assert delivery.subscription
     assert delivery.publish_time
     assert delivery.source_project == "test-project"

@@ -37,26 +37,3 @@ def test_a_broken_stdout_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(sys, "stdout", Closed())
     structured_log.StructuredLog("INFO").write(structured_log.ERROR, "lost", {})
-
-
-def test_trace_fields_from_traceparent() -> None:
-    fields = structured_log.trace_fields(
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "proj"
-    )
-    assert fields == {
-        "logging.googleapis.com/trace": "projects/proj/traces/4bf92f3577b34da6a3ce929d0e0e4736",
-        "logging.googleapis.com/spanId": "00f067aa0ba902b7",
-        "logging.googleapis.com/trace_sampled": False,
-    }
-
-
-@pytest.mark.parametrize(
-    ("traceparent", "project"),
-    [
-        (None, "p"),
-        ("garbage", "p"),
-        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
-    ],
-)
-def test_no_trace_fields_without_both(traceparent: str | None, project: str | None) -> None:
-    assert structured_log.trace_fields(traceparent, project) == {}
