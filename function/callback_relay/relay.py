@@ -110,7 +110,8 @@ class CallbackRelay:
             delivery = delivery_from_event(event_id, source, data)
         except EventRejected as exc:
             replay = exc.replay
-            context = self._context(event_id or "", trace, source, lambda: replay)
+            message_id = replay.get("message_id") or event_id or ""
+            context = self._context(message_id, trace, source, lambda: replay)
             return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
             replay = {"event_id": event_id, "source": source, "data": as_text(data, 4096)}
