@@ -35,7 +35,14 @@ CALLBACK_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 # A body on GET or HEAD is not something a callback can receive.
 BODYLESS_METHODS = frozenset({"GET", "HEAD"})
 MAX_CALLBACK_URL_LENGTH = 2048
-FIELDS = frozenset({"callback_url", "payload", "method", "expires_at"})
+FIELDS = frozenset({"callback_url", "payload", "method", "expires_at", "metadata"})
+# Methods whose request carries a body, so that the waiting step can receive an
+# error body when its message is rejected. DELETE and OPTIONS are left out: a
+# body on them "has no generally defined semantics" (RFC 9110, 9.3.5 and 9.3.7),
+# and a resume whose error body was dropped would look like success.
+FAIL_FAST_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Past this size (Pub/Sub's own limit) a rejected message is not read again.
+FAIL_FAST_MAX_BYTES = 10 * 1024 * 1024
 # How many unknown field names a reason lists, and how much of each.
 _MAX_NAMES, _MAX_NAME_CHARS = 5, 40
 
@@ -52,6 +59,8 @@ RFC3339_PATTERN = (
 _RFC3339_RE = re.compile(RFC3339_PATTERN)
 _FRACTION_RE = re.compile(r"(\.[0-9]{6})[0-9]+")
 _WHITESPACE = " \t\r\n"
+# An escape of a UTF-16 surrogate: a valid pair is fine, a lone one is not.
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
 _UTC_MIN = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 _UTC_MAX = datetime.datetime.max.replace(tzinfo=datetime.UTC)
 
@@ -63,6 +72,16 @@ class CallbackMessage:
     # The body exactly as it will be sent; encoded once, here.
     body: bytes | None = b"{}"
     expires_at: datetime.datetime | None = None
+    # The producer's own data: logged with the outcome, never sent.
+    metadata: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyTo:
+    """Where to send the error for a message that breaks the contract."""
+
+    callback_url: str
+    method: str
 
 
 def _reject_constant(name: str) -> Any:
@@ -148,6 +167,9 @@ def _from_object(fields: dict[str, Any]) -> CallbackMessage:
         if not isinstance(expires_raw, str):
             raise MessageRejected(Reason.INVALID_EXPIRES_AT, "expires_at must be a string")
         expires_at = parse_rfc3339(expires_raw)
+    if "metadata" in fields and not isinstance(fields["metadata"], dict):
+        raise MessageRejected(Reason.INVALID_METADATA, "metadata must be a JSON object")
+    metadata = fields.get("metadata")
     body: bytes | None
     if method in BODYLESS_METHODS:
         if fields.get("payload", {}) != {}:
@@ -157,7 +179,7 @@ def _from_object(fields: dict[str, Any]) -> CallbackMessage:
         body = None
     else:
         body = encode_payload(fields.get("payload", {}))
-    return CallbackMessage(callback_url=url, method=method, body=body, expires_at=expires_at)
+    return CallbackMessage(url, method, body, expires_at, metadata)
 
 
 # Built once: json.loads with a keyword builds a new decoder on every call.
@@ -195,6 +217,43 @@ def parse_message_data(data: bytes, max_bytes: int) -> CallbackMessage:
             Reason.NOT_AN_OBJECT, "message data must be a JSON object or a bare callback URL"
         )
     try:
+        if "\\u" in stripped and _SURROGATE_ESCAPE_RE.search(stripped):
+            _reject_lone_surrogates(fields)
         return _from_object(fields)
     except RecursionError:
         raise MessageRejected(Reason.INVALID_JSON, "payload is nested too deeply") from None
+
+
+def _reject_lone_surrogates(fields: dict[str, Any]) -> None:
+    try:
+        json.dumps(fields, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageRejected(
+            Reason.NOT_STRICT_JSON, "message holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+        ) from None
+
+
+def fail_fast_target(data: bytes) -> ReplyTo | None:
+    """The callback a rejected message names, when it can receive an error body.
+
+    Read leniently (NaN, lone surrogates, unknown fields and a size over the
+    limit are what the message may have been rejected for), and only for
+    ``callback_url`` and ``method``: a non-empty string URL and a method in
+    FAIL_FAST_METHODS (POST when absent). The URL policy still decides whether
+    the relay may call it.
+    """
+    if len(data) > FAIL_FAST_MAX_BYTES:
+        return None
+    try:
+        text = data.decode("utf-8").strip(_WHITESPACE)
+        fields = json.loads(text) if text.startswith("{") else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(fields, dict):
+        return None
+    url, method = fields.get("callback_url"), fields.get("method", "POST")
+    if not isinstance(url, str) or not 0 < len(url) <= MAX_CALLBACK_URL_LENGTH:
+        return None
+    if not isinstance(method, str) or method not in FAIL_FAST_METHODS:
+        return None
+    return ReplyTo(url, method)

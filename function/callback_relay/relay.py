@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import traceback
 from collections.abc import Callable, Mapping
@@ -35,7 +36,12 @@ from callback_relay.errors import (
     Rejection,
 )
 from callback_relay.idempotency_key import idempotency_key
-from callback_relay.message import CallbackMessage, parse_message_data
+from callback_relay.message import (
+    CallbackMessage,
+    ReplyTo,
+    fail_fast_target,
+    parse_message_data,
+)
 from callback_relay.outcomes import Outcome, Reason
 from callback_relay.pubsub_event import (
     PubSubDelivery,
@@ -44,6 +50,7 @@ from callback_relay.pubsub_event import (
     delivery_from_event,
     project_from_source,
 )
+from callback_relay.structured_log import bounded
 from callback_relay.trace_context import TraceContext
 
 _OUTCOME_BY_KIND = {
@@ -58,6 +65,9 @@ _SEVERITY = {
     Outcome.ALREADY_PENDING: structured_log.WARNING,
     Outcome.CALLBACK_REJECTED: structured_log.ERROR,
 }
+# The producer's metadata is logged up to this size, then as its size and digest.
+MAX_METADATA_BYTES = 4096
+FAIL_FAST_ERROR_CODE = "INVALID_MESSAGE"
 # Outcomes whose line carries the replay record: the message was not delivered.
 _REPLAYED = frozenset({Outcome.CALLBACK_REJECTED})
 
@@ -81,6 +91,7 @@ class _LogContext:
     trace_fields: dict[str, Any]
     replay: Callable[[], dict[str, Any]]
     replay_summary: Callable[[], dict[str, Any]]
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class CallbackRelay:
@@ -141,11 +152,61 @@ class CallbackRelay:
     # -- the steps -------------------------------------------------------------
 
     def _relay(self, delivery: PubSubDelivery, context: _LogContext) -> RelayOutcome:
+        key = idempotency_key(delivery.message_id)
         try:
             message = parse_message_data(delivery.data, self.settings.max_message_bytes)
         except MessageRejected as exc:
-            return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
-        return self._relay_message(message, idempotency_key(delivery.message_id), context)
+            reply_to = None
+            if self.settings.fail_fast_invalid_messages:
+                reply_to = fail_fast_target(delivery.data)
+            if reply_to is None:
+                return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
+            return self._fail_fast(exc, reply_to, key, context)
+        if message.metadata is not None:
+            context = dataclasses.replace(
+                context, extra={"metadata": bounded(message.metadata, MAX_METADATA_BYTES)}
+            )
+        return self._relay_message(message, key, context)
+
+    def _fail_fast(
+        self, rejected: MessageRejected, reply_to: ReplyTo, key: str, context: _LogContext
+    ) -> RelayOutcome:
+        """Resume the waiting step with the rejection, so that it fails now, not at its timeout.
+
+        The URL policy applies as to any other call: a refused URL is never called.
+        """
+        try:
+            target = self.policy.check(reply_to.callback_url)
+        except CallbackUrlRefused as refused:
+            context = dataclasses.replace(
+                context, extra={"fail_fast": f"not attempted: {refused.reason}"}
+            )
+            return self._rejected(Outcome.MESSAGE_REJECTED, rejected, context)
+        body = invalid_message_body(rejected, key)
+        try:
+            result = self.client.deliver(reply_to.method, target.url, body, key)
+        except DeliveryDeferred as exc:
+            outcome = self._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
+            self._log(structured_log.WARNING, outcome, context, rejected=str(rejected.reason))
+            raise RedeliveryRequested(
+                f"error for {target.workflow_name} not delivered: {outcome.reason}"
+            ) from None
+        delivered = self._outcome(result, target, _OUTCOME_BY_KIND[result.classification.kind])
+        outcome = dataclasses.replace(
+            delivered,
+            outcome=Outcome.FAILED_FAST,
+            reason=f"{rejected.reason}: {rejected.detail}",
+            code=rejected.reason,
+        )
+        self._log(
+            structured_log.ERROR,
+            outcome,
+            context,
+            replay=True,
+            callback_outcome=delivered.outcome,
+            callback_reason=delivered.reason,
+        )
+        return outcome
 
     def _relay_message(
         self, message: CallbackMessage, key: str, context: _LogContext
@@ -229,6 +290,7 @@ class CallbackRelay:
             "http_status": outcome.http_status,
             "latency_ms": round(outcome.latency_ms, 2),
             **context.trace_fields,
+            **context.extra,
             **extra,
         }
         if outcome.target is not None:
@@ -245,6 +307,21 @@ class CallbackRelay:
         self.log.write(
             level, f"{outcome.outcome}: {outcome.reason}", fields, context.replay_summary
         )
+
+
+def invalid_message_body(rejected: MessageRejected, key: str) -> bytes:
+    """The error a waiting step receives; the subworkflow raises it as CallbackError.
+
+    ``details.message_id`` is the message's Idempotency-Key (the Pub/Sub message
+    id, or its sha256- digest when the id is not a short visible-ASCII token).
+    """
+    error = {
+        "code": FAIL_FAST_ERROR_CODE,
+        "message": f"the relay rejected the message: {rejected.reason}: {rejected.detail}",
+        "details": {"reason": rejected.reason.value, "message_id": key},
+    }
+    # Reasons and details are ASCII (field names are quoted with ascii()).
+    return json.dumps({"error": error}, separators=(",", ":")).encode("ascii")
 
 
 def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:

@@ -55,17 +55,22 @@ def _digest(value: Any) -> dict[str, Any]:
     return {"truncated": True, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def bounded(value: Any, max_bytes: int) -> Any:
+    """``value`` when its JSON is at most ``max_bytes``, else its size and digest."""
+    try:
+        size = len(_utf8(_dumps({"v": value})))
+    except (ValueError, TypeError, RecursionError):
+        return _digest(value)
+    return value if size <= max_bytes else _digest(value)
+
+
 def _shrink(value: Any) -> Any:
     if isinstance(value, str):
         if len(value) <= _MAX_STRING_CHARS:
             return value
         return f"{value[:_MAX_STRING_CHARS]}...[truncated from {len(value)} chars]"
     if isinstance(value, (dict, list)):
-        try:
-            size = len(_utf8(_dumps({"v": value})))
-        except (ValueError, TypeError, RecursionError):
-            return _digest(value)
-        return value if size <= _MAX_VALUE_BYTES else _digest(value)
+        return bounded(value, _MAX_VALUE_BYTES)
     return value
 
 

@@ -164,10 +164,12 @@ def test_oversized_message_is_rejected(
     client = make_client()
     url = workflows_api.create_callback(workflows_api.create_execution())
     assert send_binary(client, events.message_data(url, payload="x" * 2000)) == 200
-    assert workflows_api.calls == []
+    # The payload is never sent; the waiting step gets the error (tests/system/test_fail_fast.py).
+    (call,) = workflows_api.calls
+    assert json.loads(call.body)["error"]["details"]["reason"] == "too_large"
     (line,) = log_lines(capsys)
-    assert line["outcome"] == "message_rejected"
-    assert "too_large" in line["reason"]
+    assert line["outcome"] == "failed_fast"
+    assert line["reason"].startswith("too_large")
 
 
 def test_expired_message_is_not_sent(

@@ -13,8 +13,11 @@ from hypothesis import strategies as st
 from callback_relay.errors import MessageRejected
 from callback_relay.message import (
     CALLBACK_METHODS,
+    FAIL_FAST_MAX_BYTES,
     RFC3339_PATTERN,
     CallbackMessage,
+    ReplyTo,
+    fail_fast_target,
     parse_message_data,
     parse_rfc3339,
 )
@@ -191,6 +194,13 @@ valid_messages = st.fixed_dictionaries(
         "payload": strict_json_values,
         "method": st.sampled_from(CALLBACK_METHODS),
         "expires_at": st.one_of(valid_dates, valid_dates, valid_dates, rfc3339_edges),
+        # The parser accepts metadata; the schema's description of it is added
+        # separately, and from then on it is part of the agreement too.
+        **(
+            {"metadata": st.dictionaries(st.text(max_size=8), strict_json_values, max_size=3)}
+            if "metadata" in SCHEMA["properties"]
+            else {}
+        ),
     },
 ).map(_drop_get_payload)
 mutated_messages = st.builds(
@@ -268,3 +278,67 @@ def test_any_json_gives_a_message_or_a_clean_rejection(value: object) -> None:
         assert exc.reason
     else:
         assert message.callback_url
+
+
+def test_metadata_is_any_object_and_is_not_sent() -> None:
+    metadata = {"job": "j-1", "nested": {"list": [1, 2.5, None]}}
+    message = parse({"callback_url": URL, "payload": {"r": 1}, "metadata": metadata})
+    assert message.metadata == metadata
+    assert json.loads(message.body or b"") == {"r": 1}
+    assert parse({"callback_url": URL, "metadata": {}}).metadata == {}
+    assert parse({"callback_url": URL}).metadata is None
+
+
+@pytest.mark.parametrize("metadata", [None, [], "x", 1, True])
+def test_metadata_must_be_an_object(metadata: object) -> None:
+    with pytest.raises(MessageRejected) as caught:
+        parse({"callback_url": URL, "metadata": metadata})
+    assert caught.value.reason == "invalid_metadata"
+
+
+def test_a_lone_surrogate_anywhere_is_not_strict_json() -> None:
+    for data in [
+        b'{"callback_url": "x\\ud800"}',
+        b'{"callback_url": "x", "metadata": {"k": "\\udc00"}}',
+        b'{"callback_url": "x", "\\ud800": 1}',
+    ]:
+        with pytest.raises(MessageRejected) as caught:
+            parse_message_data(data, LIMIT)
+        assert caught.value.reason == "not_strict_json"
+    # A valid pair is one character, and fine.
+    message = parse_message_data(b'{"callback_url": "x", "payload": "\\ud83d\\ude00"}', LIMIT)
+    assert message.body == '"\U0001f600"'.encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "target"),
+    [
+        (json.dumps({"callback_url": URL, "colour": "red"}), ReplyTo(URL, "POST")),
+        (json.dumps({"callback_url": URL, "method": "PUT", "x": 1}), ReplyTo(URL, "PUT")),
+        (json.dumps({"callback_url": URL, "method": "PATCH"}), ReplyTo(URL, "PATCH")),
+        (f'{{"callback_url": "{URL}", "payload": NaN}}', ReplyTo(URL, "POST")),
+        (f'{{"callback_url": "{URL}", "payload": "\\ud800"}}', ReplyTo(URL, "POST")),
+        (json.dumps({"callback_url": URL, "method": "GET", "payload": 1}), None),
+        (json.dumps({"callback_url": URL, "method": "HEAD"}), None),
+        (json.dumps({"callback_url": URL, "method": "DELETE"}), None),
+        (json.dumps({"callback_url": URL, "method": "OPTIONS"}), None),
+        (json.dumps({"callback_url": URL, "method": "post"}), None),
+        (json.dumps({"callback_url": URL, "method": ["POST"]}), None),
+        (json.dumps({"callbackUrl": URL}), None),
+        (json.dumps({"callback_url": ""}), None),
+        (json.dumps({"callback_url": 7}), None),
+        (json.dumps({"callback_url": "x" * 2049}), None),
+        (json.dumps([URL]), None),
+        ("{not json", None),
+        (URL, None),  # the shorthand never fails to parse for a reason a producer can fix
+        ("[" * 100_000, None),
+    ],
+)
+def test_fail_fast_target(data: str, target: ReplyTo | None) -> None:
+    assert fail_fast_target(data.encode("utf-8", "surrogatepass")) == target
+
+
+def test_fail_fast_target_is_not_read_past_pubsubs_size_limit() -> None:
+    data = json.dumps({"callback_url": URL, "payload": "x" * FAIL_FAST_MAX_BYTES}).encode()
+    assert fail_fast_target(data) is None
+    assert fail_fast_target(b"\xff{}") is None
