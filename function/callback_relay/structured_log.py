@@ -47,6 +47,17 @@ def _utf8(text: str) -> bytes:
         return _SURROGATE_RE.sub("\ufffd", text).encode("utf-8")
 
 
+def _strict_text(text: str) -> tuple[str, int]:
+    """``text`` without lone surrogates, and its size in UTF-8."""
+    if text.isascii():  # O(1) for the usual line
+        return text, len(text)
+    try:
+        return text, len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        text = _SURROGATE_RE.sub("\ufffd", text)
+        return text, len(text.encode("utf-8"))
+
+
 def _digest(value: Any) -> dict[str, Any]:
     try:
         data = _utf8(_dumps({"v": value}))
@@ -76,21 +87,21 @@ def _shrink(value: Any) -> Any:
 
 def encode_line(
     entry: dict[str, Any], replay_summary: Callable[[], dict[str, Any]] | None = None
-) -> bytes:
-    """The entry as one UTF-8 JSON line (with its newline) of at most MAX_LINE_BYTES."""
+) -> str:
+    """The entry as one JSON line (with its newline): strict UTF-8, at most MAX_LINE_BYTES."""
     try:
-        line = _utf8(_dumps(entry) + "\n")
+        line, size = _strict_text(_dumps(entry) + "\n")
     except (ValueError, TypeError, RecursionError):
-        line = b""
-    if 0 < len(line) <= MAX_LINE_BYTES:
+        line, size = "", 0
+    if 0 < size <= MAX_LINE_BYTES:
         return line
     # Rare: rebuild the line with every field bounded.
     small = {key: _shrink(value) for key, value in entry.items() if key != REPLAY_KEY}
     if REPLAY_KEY in entry:
         small[REPLAY_KEY] = replay_summary() if replay_summary else _digest(entry[REPLAY_KEY])
     small["truncated"] = True
-    line = _utf8(_dumps(small) + "\n")
-    if len(line) <= MAX_LINE_BYTES:
+    line, size = _strict_text(_dumps(small) + "\n")
+    if size <= MAX_LINE_BYTES:
         return line
     # Only reachable with many large fields: keep what identifies the line.
     minimal = {
@@ -98,7 +109,7 @@ def encode_line(
         for key, value in small.items()
         if key in _IDENTIFYING_KEYS
     }
-    return _utf8(_dumps(minimal) + "\n")
+    return _strict_text(_dumps(minimal) + "\n")[0]
 
 
 class StructuredLog:
@@ -128,8 +139,7 @@ class StructuredLog:
         if level < self.level:
             return
         entry = {"severity": SEVERITIES.get(level, "DEFAULT"), "message": message, **fields}
-        # Decoded back from strict UTF-8, so that any text stream can take it.
-        text = encode_line(entry, replay_summary).decode("utf-8")
+        text = encode_line(entry, replay_summary)
         try:
             with self._lock:  # one whole line at a time from every thread
                 sys.stdout.write(text)
