@@ -69,6 +69,17 @@ class PubSubDelivery:
         }
 
 
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """A replay record cut to fit a log line: strings clipped, other values as text."""
+    summary: dict[str, Any] = {"truncated": True}
+    for key, value in record.items():
+        if value is None or isinstance(value, (bool, int, float)):
+            summary[key] = value
+        else:
+            summary[key] = clip(as_text(value, MAX_ID_CHARS + 1), MAX_ID_CHARS)
+    return summary
+
+
 def clip(value: str | None, limit: int) -> str | None:
     """A string cut to ``limit`` characters, marked with its full length and digest."""
     if not isinstance(value, str) or len(value) <= limit:

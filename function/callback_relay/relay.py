@@ -49,6 +49,7 @@ from callback_relay.pubsub_event import (
     clip,
     delivery_from_event,
     project_from_source,
+    summarize,
 )
 from callback_relay.structured_log import bounded
 from callback_relay.trace_context import TraceContext
@@ -122,7 +123,9 @@ class CallbackRelay:
         except EventRejected as exc:
             replay = exc.replay
             message_id = replay.get("message_id") or event_id or ""
-            context = self._context(message_id, trace, source, lambda: replay)
+            context = self._context(
+                message_id, trace, source, lambda: replay, lambda: summarize(replay)
+            )
             return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
             replay = {"event_id": event_id, "source": source, "data": as_text(data, 4096)}

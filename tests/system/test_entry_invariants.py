@@ -35,6 +35,8 @@ from harness import cloudevents as events
 from harness.fake_metadata_server import FakeMetadataServer
 from harness.fake_workflows_api import FakeWorkflowsApi
 
+# About 25 s here: run by scripts/test.sh, not by its --quick loop.
+pytestmark = pytest.mark.slow
 SOURCE = "function/main.py"
 FINAL_OUTCOMES = {
     "delivered",
@@ -222,7 +224,8 @@ def check_one_delivery(api: FakeWorkflowsApi, call: Any, message_id: str) -> lis
     assert entry["outcome"] in FINAL_OUTCOMES
     wanted = expected_id(message_id)
     if entry.get("truncated"):
-        assert entry["message_id"].startswith(wanted[:1000])
+        # Cut, never dropped: at least its first 500 characters remain.
+        assert entry["message_id"].startswith(wanted[:500])
     else:
         assert entry["message_id"] == wanted
     return entries

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from callback_relay.errors import EventRejected
-from callback_relay.pubsub_event import delivery_from_event, project_from_source
+from callback_relay.pubsub_event import delivery_from_event, project_from_source, summarize
 from harness import cloudevents as events
 
 
@@ -75,3 +75,12 @@ def test_non_string_fields_become_text() -> None:
     assert delivery.message_id == "42"
     assert delivery.attributes == {"a": '{"nested": [1]}', "b": "c"}
     assert delivery.publish_time is None
+
+
+def test_summarize_cuts_every_value() -> None:
+    summary = summarize({"message_id": "9" * 5000, "attributes": {"a": "b" * 5000}, "n": 3})
+    assert summary["truncated"] is True
+    assert summary["message_id"].startswith("9" * 512)
+    assert len(summary["message_id"]) < 700
+    assert len(summary["attributes"]) < 700
+    assert summary["n"] == 3
