@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     logger = _logging_logger(devnull)
 
     def relay_own_work() -> None:
-        delivery = delivery_from_event("1234567", source, event, None)
+        delivery = delivery_from_event("1234567", source, event)
         message = parse_message_data(delivery.data, 65536)
         policy.check(message.callback_url)
         log.write(structured_log.INFO, "delivered: callback received", FIELDS)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "json.loads(parse_constant=...)",
         ),
         ("parse message (all checks)", lambda: parse_message_data(data, 65536), None, ""),
-        ("decode event", lambda: delivery_from_event("1234567", source, event, None), None, ""),
+        ("decode event", lambda: delivery_from_event("1234567", source, event), None, ""),
         ("URL policy", lambda: policy.check(URL), None, ""),
         ("all of the above", relay_own_work, floor_decoding, "the floor's decoding"),
     ]

@@ -1,11 +1,14 @@
 """Cloud Functions entry points. The rules live in the callback_relay package.
 
 - ``relay``: Pub/Sub trigger (CloudEvent). Returning acknowledges the message;
-  raising makes Pub/Sub redeliver it, which happens only for transient failures.
+  raising ``RedeliveryRequested`` (the only exception that leaves the relay)
+  makes Pub/Sub redeliver it.
 - ``relay_http``: the same relay for direct HTTP callers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import flask
 import functions_framework
@@ -14,6 +17,7 @@ from requests.structures import CaseInsensitiveDict
 
 from callback_relay.http_request import handle_http
 from callback_relay.relay import create_relay
+from callback_relay.trace_context import TraceContext
 
 # Built once per process: configuration errors fail the deployment here.
 _relay = create_relay()
@@ -21,11 +25,16 @@ _relay = create_relay()
 
 @functions_framework.cloud_event
 def relay(cloud_event: CloudEvent) -> None:
-    _relay.relay_cloud_event(
+    # functions-framework calls this inside the Flask request that carried the
+    # event, whose trace headers tie the log line to Cloud Run's request log.
+    headers: Mapping[str, str] = (
+        CaseInsensitiveDict(flask.request.headers) if flask.has_request_context() else {}
+    )
+    _relay.relay_event(
         cloud_event.get("id"),
         cloud_event.get("source"),
         cloud_event.get_data(),
-        cloud_event.get("traceparent"),
+        TraceContext.from_headers(headers, cloud_event.get("traceparent")),
     )
 
 

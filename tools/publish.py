@@ -35,9 +35,9 @@ from typing import Any
 
 # tools/__init__.py puts function/ on the import path: these are the relay's own rules.
 from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
-from callback_relay.config import ConfigError, load_settings
+from callback_relay.config import load_settings
+from callback_relay.errors import ConfigError, Rejection
 from callback_relay.message import CALLBACK_METHODS, CallbackMessage, parse_message_data
-from callback_relay.rejection import Rejection
 from tools.pubsub_publisher import publish_message
 
 PROJECT_ENV_VARS = ("PUBSUB_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")

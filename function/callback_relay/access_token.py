@@ -39,6 +39,7 @@ import google.auth.transport.requests
 import requests
 
 from callback_relay import structured_log
+from callback_relay.errors import TokenUnavailable
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Refresh this long before expiry (google-auth's own threshold is 3 min 45 s).
@@ -73,10 +74,6 @@ _PEER_ERRORS = (
     AttributeError,
     RecursionError,
 )
-
-
-class TokenUnavailable(RuntimeError):
-    """No token could be obtained now; the caller should retry later."""
 
 
 class RefreshableCredentials(Protocol):

@@ -22,9 +22,10 @@ from collections.abc import Callable
 import requests
 import urllib3.exceptions
 
-from callback_relay.access_token import AccessTokenProvider, TokenUnavailable
+from callback_relay.access_token import AccessTokenProvider
 from callback_relay.attempt_deadline import DeadlineAdapter, DeadlineWatchdog
 from callback_relay.callback_response import Classification, Kind, classify_response
+from callback_relay.errors import DeliveryDeferred, TokenUnavailable
 from callback_relay.response_body import (
     ACCEPT_ENCODING,
     MAX_RESPONSE_BYTES,
@@ -60,14 +61,6 @@ class DeliveryResult:
     classification: Classification
     attempts: int
     latency_ms: float
-
-
-class DeliveryDeferred(RuntimeError):
-    """Transient failures lasted past the deadline; Pub/Sub should redeliver."""
-
-    def __init__(self, result: DeliveryResult) -> None:
-        super().__init__(result.classification.reason)
-        self.result = result
 
 
 @dataclasses.dataclass

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from callback_relay.config import WorkflowPattern
-from callback_relay.rejection import Rejection
+from callback_relay.errors import CallbackUrlRefused
+from callback_relay.outcomes import Reason
 
 GOOGLE_ORIGIN = "https://workflowexecutions.googleapis.com"
 
@@ -36,8 +36,20 @@ _PATH_RE = re.compile(
 _FORBIDDEN_RE = re.compile(r"[^\x21-\x7e]|[\\%@?#]")
 
 
-class CallbackUrlRefused(Rejection):
-    """The URL is not a callback this relay may send its token to."""
+@dataclasses.dataclass(frozen=True)
+class WorkflowPattern:
+    """One ALLOWED_WORKFLOWS entry; ``None`` in a field matches any value."""
+
+    project: str | None
+    location: str | None
+    workflow: str | None
+
+    def matches(self, project: str, location: str, workflow: str) -> bool:
+        return (
+            (self.project is None or self.project == project)
+            and (self.location is None or self.location == location)
+            and (self.workflow is None or self.workflow == workflow)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,15 +77,17 @@ class CallbackUrlPolicy:
         """Return the parsed target, or raise CallbackUrlRefused with the reason."""
         if _FORBIDDEN_RE.search(url):
             raise CallbackUrlRefused(
-                "forbidden_characters",
+                Reason.FORBIDDEN_CHARACTERS,
                 "callback_url contains whitespace, control, non-ASCII or one of \\ % @ ? #",
             )
         if not url.startswith(self.origin + "/"):
-            raise CallbackUrlRefused("wrong_origin", f"callback_url must start with {self.origin}/")
+            raise CallbackUrlRefused(
+                Reason.WRONG_ORIGIN, f"callback_url must start with {self.origin}/"
+            )
         match = _PATH_RE.fullmatch(url, len(self.origin))
         if match is None:
             raise CallbackUrlRefused(
-                "wrong_path",
+                Reason.WRONG_PATH,
                 "callback_url path must be /v1/projects/P/locations/L/workflows/W"
                 "/executions/E/callbacks/C",
             )
@@ -83,6 +97,6 @@ class CallbackUrlPolicy:
             for p in self.allowed_workflows
         ):
             raise CallbackUrlRefused(
-                "workflow_not_allowed", f"{target.workflow_name} is not in ALLOWED_WORKFLOWS"
+                Reason.WORKFLOW_NOT_ALLOWED, f"{target.workflow_name} is not in ALLOWED_WORKFLOWS"
             )
         return target

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 
 from callback_relay import structured_log
+from callback_relay.callback_url_policy import WorkflowPattern
+from callback_relay.errors import ConfigError
 
 DEFAULT_RETRY_DEADLINE_SECONDS = 30.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
@@ -29,29 +31,11 @@ _ALLOWED_WORKFLOW_RE = re.compile(
     rf"projects/({_WORKFLOW_SEGMENT})/locations/({_WORKFLOW_SEGMENT})"
     rf"/workflows/({_WORKFLOW_SEGMENT})"
 )
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
 _EMULATOR_HOST_RE = re.compile(
     r"(?P<scheme>https?://)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})"
 )
-
-
-class ConfigError(ValueError):
-    """An environment variable holds a value the relay cannot run with."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkflowPattern:
-    """One ALLOWED_WORKFLOWS entry; ``None`` in a field matches any value."""
-
-    project: str | None
-    location: str | None
-    workflow: str | None
-
-    def matches(self, project: str, location: str, workflow: str) -> bool:
-        return (
-            (self.project is None or self.project == project)
-            and (self.location is None or self.location == location)
-            and (self.workflow is None or self.workflow == workflow)
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +47,9 @@ class Settings:
     connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
     read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Resume the callback of a message that breaks the contract with an error, so
+    # the waiting step fails at once instead of timing out hours later.
+    fail_fast_invalid_messages: bool = True
     log_level: str = "INFO"
     # Project for `logging.googleapis.com/trace`; falls back to the event's project.
     trace_project: str | None = None
@@ -92,6 +79,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int)
     if not raw.isdigit() or not 0 < int(raw) <= maximum:
         raise ConfigError(f"{name}={raw!r} must be a whole number from 1 to {maximum}")
     return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} must be one of {', '.join(_TRUE + _FALSE)}")
 
 
 def parse_allowed_workflows(raw: str) -> tuple[WorkflowPattern, ...]:
@@ -150,6 +148,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_message_bytes=_positive_int(
             env, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES_LIMIT
         ),
+        fail_fast_invalid_messages=_flag(env, "FAIL_FAST_INVALID_MESSAGES", True),
         log_level=log_level,
         trace_project=env.get("GOOGLE_CLOUD_PROJECT", "").strip() or None,
         http_pool_size=max(threads, 4),

@@ -1,66 +1,98 @@
 """The relay itself: message in, callback out, one log line per outcome.
 
-Every outcome is final (the caller acknowledges the message) except
-``RedeliveryRequested``, raised only for transient failures that outlived the
-in-process retries, so that Pub/Sub redelivers the message later.
+Both entry points call one method, ``relay_delivery`` (the CloudEvent entry
+point first unwraps the Pub/Sub message with ``relay_event``). Every outcome
+is final (the caller acknowledges the message) and leaves exactly one log
+line, except ``RedeliveryRequested``, the only exception that leaves the
+relay: for transient failures that outlived the in-process retries, and for
+bugs. A bug (any other exception) is logged once as ``internal_error`` with
+the replay record and turned into ``RedeliveryRequested``: the message is
+kept, so it reaches the dead-letter topic and can be replayed after a fix,
+instead of being acknowledged and lost.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from callback_relay import structured_log
 from callback_relay.access_token import AccessTokenProvider
-from callback_relay.callback_client import (
-    CallbackClient,
-    DeliveryDeferred,
-    DeliveryResult,
-    build_session,
-)
+from callback_relay.callback_client import CallbackClient, DeliveryResult, build_session
 from callback_relay.callback_response import Kind
-from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy, CallbackUrlRefused
+from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
 from callback_relay.config import Settings, load_settings
-from callback_relay.message import CallbackMessage, MessageRejected, parse_message_data
-from callback_relay.pubsub_event import (
+from callback_relay.errors import (
+    CallbackUrlRefused,
+    DeliveryDeferred,
     EventRejected,
+    MessageRejected,
+    RedeliveryRequested,
+    Rejection,
+)
+from callback_relay.idempotency_key import idempotency_key
+from callback_relay.message import (
+    CallbackMessage,
+    ReplyTo,
+    fail_fast_target,
+    parse_message_data,
+)
+from callback_relay.outcomes import Outcome, Reason
+from callback_relay.pubsub_event import (
     PubSubDelivery,
+    as_text,
+    clip,
     delivery_from_event,
     project_from_source,
+    summarize,
 )
+from callback_relay.structured_log import bounded
+from callback_relay.trace_context import TraceContext
 
-_SEVERITY = {
-    Kind.DELIVERED: structured_log.INFO,
-    Kind.EXECUTION_GONE: structured_log.WARNING,
-    Kind.ALREADY_PENDING: structured_log.WARNING,
-    Kind.PERMANENT: structured_log.ERROR,
+_OUTCOME_BY_KIND = {
+    Kind.DELIVERED: Outcome.DELIVERED,
+    Kind.EXECUTION_GONE: Outcome.EXECUTION_GONE,
+    Kind.ALREADY_PENDING: Outcome.ALREADY_PENDING,
+    Kind.PERMANENT: Outcome.CALLBACK_REJECTED,
 }
+_SEVERITY = {
+    Outcome.DELIVERED: structured_log.INFO,
+    Outcome.EXECUTION_GONE: structured_log.WARNING,
+    Outcome.ALREADY_PENDING: structured_log.WARNING,
+    Outcome.CALLBACK_REJECTED: structured_log.ERROR,
+}
+# The producer's metadata is logged up to this size, then as its size and digest.
+MAX_METADATA_BYTES = 4096
+FAIL_FAST_ERROR_CODE = "INVALID_MESSAGE"
+# Outcomes whose line carries the replay record: the message was not delivered.
+_REPLAYED = frozenset({Outcome.CALLBACK_REJECTED})
 
 
 @dataclasses.dataclass(frozen=True)
 class RelayOutcome:
     """A final outcome: the message is acknowledged."""
 
-    outcome: str
+    outcome: Outcome
     reason: str
+    code: Reason | None = None
     http_status: int | None = None
     attempts: int = 0
     latency_ms: float = 0.0
     target: CallbackTarget | None = None
 
 
-class RedeliveryRequested(RuntimeError):
-    """Transient failure: raise it so that Pub/Sub redelivers the message."""
-
-
 @dataclasses.dataclass(frozen=True)
-class LogContext:
+class _LogContext:
     message_id: str
     trace_fields: dict[str, Any]
     replay: Callable[[], dict[str, Any]]
+    replay_summary: Callable[[], dict[str, Any]]
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class CallbackRelay:
@@ -78,91 +110,178 @@ class CallbackRelay:
         self.log = log
         self.now = now
 
-    # -- entry points -----------------------------------------------------
+    # -- the public API: raw data in, outcome out ----------------------------
 
-    def relay_cloud_event(
-        self, event_id: str | None, source: str | None, data: Any, traceparent: str | None
+    def relay_event(
+        self, event_id: Any, source: Any, data: Any, trace: TraceContext
     ) -> RelayOutcome:
+        """Relay the Pub/Sub message inside a CloudEvent's data."""
+        event_id = None if event_id is None else as_text(event_id, None)
+        source = source if isinstance(source, str) else None
         try:
-            delivery = delivery_from_event(event_id, source, data, traceparent)
+            delivery = delivery_from_event(event_id, source, data)
         except EventRejected as exc:
-            context = LogContext(event_id or "", self._trace(traceparent, source), lambda: {})
-            return self._rejected("message_rejected", exc.reason, exc.detail, context, exc.replay)
-        return self.relay_delivery(delivery)
+            replay = exc.replay
+            message_id = replay.get("message_id") or event_id or ""
+            context = self._context(
+                message_id, trace, source, lambda: replay, lambda: summarize(replay)
+            )
+            return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
+            replay = {"event_id": event_id, "source": source, "data": as_text(data, 4096)}
+            context = self._context(event_id or "", trace, source, lambda: replay)
+            raise self._internal_error(exc, context) from None
+        return self.relay_delivery(delivery, trace)
 
-    def relay_delivery(self, delivery: PubSubDelivery) -> RelayOutcome:
-        context = LogContext(
+    def relay_delivery(self, delivery: PubSubDelivery, trace: TraceContext) -> RelayOutcome:
+        """Relay one message: its data, its id (the idempotency key) and its trace.
+
+        Returns the final outcome, or raises RedeliveryRequested; nothing else.
+        """
+        context = self._context(
             delivery.message_id,
-            self._trace(delivery.traceparent, delivery.source),
+            trace,
+            delivery.source,
             delivery.replay_record,
+            delivery.replay_summary,
         )
+        try:
+            return self._relay(delivery, context)
+        except RedeliveryRequested:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
+            raise self._internal_error(exc, context) from None
+
+    # -- the steps -------------------------------------------------------------
+
+    def _relay(self, delivery: PubSubDelivery, context: _LogContext) -> RelayOutcome:
+        key = idempotency_key(delivery.message_id)
         try:
             message = parse_message_data(delivery.data, self.settings.max_message_bytes)
         except MessageRejected as exc:
-            return self.reject(exc.reason, exc.detail, context)
-        return self.relay_message(message, delivery.message_id, context)
+            reply_to = None
+            if self.settings.fail_fast_invalid_messages:
+                reply_to = fail_fast_target(delivery.data)
+            if reply_to is None:
+                return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
+            return self._fail_fast(exc, reply_to, key, context)
+        if message.metadata is not None:
+            context = dataclasses.replace(
+                context, extra={"metadata": bounded(message.metadata, MAX_METADATA_BYTES)}
+            )
+        return self._relay_message(message, key, context)
 
-    def reject(self, reason: str, detail: str, context: LogContext) -> RelayOutcome:
-        """Acknowledge and log a message that breaks the contract."""
-        return self._rejected("message_rejected", reason, detail, context)
+    def _fail_fast(
+        self, rejected: MessageRejected, reply_to: ReplyTo, key: str, context: _LogContext
+    ) -> RelayOutcome:
+        """Resume the waiting step with the rejection, so that it fails now, not at its timeout.
 
-    def relay_message(
-        self, message: CallbackMessage, idempotency_key: str, context: LogContext
+        The URL policy applies as to any other call: a refused URL is never called.
+        """
+        try:
+            target = self.policy.check(reply_to.callback_url)
+        except CallbackUrlRefused as refused:
+            context = dataclasses.replace(
+                context, extra={"fail_fast": f"not attempted: {refused.reason}"}
+            )
+            return self._rejected(Outcome.MESSAGE_REJECTED, rejected, context)
+        body = invalid_message_body(rejected, key)
+        try:
+            result = self.client.deliver(reply_to.method, target.url, body, key)
+        except DeliveryDeferred as exc:
+            outcome = self._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
+            self._log(structured_log.WARNING, outcome, context, rejected=str(rejected.reason))
+            raise RedeliveryRequested(
+                f"error for {target.workflow_name} not delivered: {outcome.reason}"
+            ) from None
+        delivered = self._outcome(result, target, _OUTCOME_BY_KIND[result.classification.kind])
+        outcome = dataclasses.replace(
+            delivered,
+            outcome=Outcome.FAILED_FAST,
+            reason=f"{rejected.reason}: {rejected.detail}",
+            code=rejected.reason,
+        )
+        self._log(
+            structured_log.ERROR,
+            outcome,
+            context,
+            replay=True,
+            callback_outcome=delivered.outcome,
+            callback_reason=delivered.reason,
+        )
+        return outcome
+
+    def _relay_message(
+        self, message: CallbackMessage, key: str, context: _LogContext
     ) -> RelayOutcome:
         try:
             target = self.policy.check(message.callback_url)
         except CallbackUrlRefused as exc:
-            return self._rejected("url_refused", exc.reason, exc.detail, context)
+            return self._rejected(Outcome.URL_REFUSED, exc, context)
         if message.expires_at is not None and self.now() >= message.expires_at:
             outcome = RelayOutcome(
-                "expired", f"expired at {message.expires_at.isoformat()}", target=target
+                Outcome.EXPIRED, f"expired at {message.expires_at.isoformat()}", target=target
             )
             self._log(structured_log.WARNING, outcome, context, replay=True)
             return outcome
         try:
-            result = self.client.deliver(message.method, target.url, message.body, idempotency_key)
+            result = self.client.deliver(message.method, target.url, message.body, key)
         except DeliveryDeferred as exc:
-            outcome = self._outcome(exc.result, target, "redelivery_requested")
+            outcome = self._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
             self._log(structured_log.WARNING, outcome, context)
             raise RedeliveryRequested(
                 f"callback for {target.workflow_name} not delivered: {outcome.reason}"
             ) from None
-        kind = result.classification.kind
-        outcome = self._outcome(result, target, kind.value)
-        self._log(_SEVERITY[kind], outcome, context, replay=kind is Kind.PERMANENT)
+        name = _OUTCOME_BY_KIND[result.classification.kind]
+        outcome = self._outcome(result, target, name)
+        self._log(_SEVERITY[name], outcome, context, replay=name in _REPLAYED)
         return outcome
 
-    # -- helpers ----------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------
+
+    def _context(
+        self,
+        message_id: str,
+        trace: TraceContext,
+        source: str | None,
+        replay: Callable[[], dict[str, Any]],
+        replay_summary: Callable[[], dict[str, Any]] | None = None,
+    ) -> _LogContext:
+        project = self.settings.trace_project or project_from_source(source)
+        return _LogContext(message_id, trace.fields(project), replay, replay_summary or replay)
+
+    def _internal_error(self, exc: Exception, context: _LogContext) -> RedeliveryRequested:
+        """Log a bug once, with the replay record, and keep the message."""
+        where = "".join(traceback.format_exception(exc, limit=-3))[-4000:]
+        outcome = RelayOutcome(
+            Outcome.INTERNAL_ERROR, f"{type(exc).__name__}: {clip(str(exc), 500)}"
+        )
+        self._log(structured_log.ERROR, outcome, context, replay=True, traceback=where)
+        return RedeliveryRequested(
+            f"internal error ({type(exc).__name__}); the message is kept for redelivery",
+            Outcome.INTERNAL_ERROR,
+        )
 
     @staticmethod
-    def _outcome(result: DeliveryResult, target: CallbackTarget, name: str) -> RelayOutcome:
+    def _outcome(result: DeliveryResult, target: CallbackTarget, name: Outcome) -> RelayOutcome:
         c = result.classification
         reason = f"{c.reason}: {c.error_excerpt}" if c.error_excerpt else c.reason
-        return RelayOutcome(name, reason, c.status, result.attempts, result.latency_ms, target)
+        return RelayOutcome(
+            name, reason, None, c.status, result.attempts, result.latency_ms, target
+        )
 
-    def _trace(self, traceparent: str | None, source: str | None) -> dict[str, Any]:
-        project = self.settings.trace_project or project_from_source(source)
-        return structured_log.trace_fields(traceparent, project)
-
-    def _rejected(
-        self,
-        outcome_name: str,
-        reason: str,
-        detail: str,
-        context: LogContext,
-        replay: dict[str, Any] | None = None,
-    ) -> RelayOutcome:
-        outcome = RelayOutcome(outcome_name, f"{reason}: {detail}")
-        self._log(structured_log.ERROR, outcome, context, replay=True, extra_replay=replay)
+    def _rejected(self, name: Outcome, exc: Rejection, context: _LogContext) -> RelayOutcome:
+        outcome = RelayOutcome(name, f"{exc.reason}: {exc.detail}", exc.reason)
+        self._log(structured_log.ERROR, outcome, context, replay=True)
         return outcome
 
     def _log(
         self,
         level: int,
         outcome: RelayOutcome,
-        context: LogContext,
+        context: _LogContext,
         replay: bool = False,
-        extra_replay: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> None:
         if not self.log.enabled(level):
             return
@@ -174,6 +293,8 @@ class CallbackRelay:
             "http_status": outcome.http_status,
             "latency_ms": round(outcome.latency_ms, 2),
             **context.trace_fields,
+            **context.extra,
+            **extra,
         }
         if outcome.target is not None:
             t = outcome.target
@@ -185,8 +306,25 @@ class CallbackRelay:
                 "callback": t.callback,
             }
         if replay:
-            fields["replay"] = extra_replay or context.replay()
-        self.log.write(level, f"{outcome.outcome}: {outcome.reason}", fields)
+            fields["replay"] = context.replay()
+        self.log.write(
+            level, f"{outcome.outcome}: {outcome.reason}", fields, context.replay_summary
+        )
+
+
+def invalid_message_body(rejected: MessageRejected, key: str) -> bytes:
+    """The error a waiting step receives; the subworkflow raises it as CallbackError.
+
+    ``details.message_id`` is the message's Idempotency-Key (the Pub/Sub message
+    id, or its sha256- digest when the id is not a short visible-ASCII token).
+    """
+    error = {
+        "code": FAIL_FAST_ERROR_CODE,
+        "message": f"the relay rejected the message: {rejected.reason}: {rejected.detail}",
+        "details": {"reason": rejected.reason.value, "message_id": key},
+    }
+    # Reasons and details are ASCII (field names are quoted with ascii()).
+    return json.dumps({"error": error}, separators=(",", ":")).encode("ascii")
 
 
 def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:

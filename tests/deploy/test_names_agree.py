@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from callback_relay import config
+from callback_relay.errors import ConfigError
 from tests.deploy.deploy_runner import DEPLOY_SH, PROJECT, PROJECT_NUMBER, REGION, REPO, FakeCloud
 from tests.deploy.deploy_runner import parse_env_vars as parse_gcloud_env_vars
 
@@ -144,7 +145,7 @@ def test_allowed_workflows_flag_uses_the_relays_syntax(tmp_path: Path) -> None:
     assert patterns[0].matches(PROJECT, "europe-west1", "orders")
     assert not patterns[0].matches(PROJECT, REGION, "other")
     for bad in ("projects/p/locations/l/workflows/w*", "projects/p/workflows/w", "orders"):
-        with pytest.raises(config.ConfigError):
+        with pytest.raises(ConfigError):
             config.parse_allowed_workflows(bad)
         refused = cloud.deploy("--dry-run", "--allowed-workflows", bad)
         assert refused.returncode != 0, bad

@@ -7,6 +7,7 @@ fake metadata server, real requests against the fake Workflows callback API.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -163,10 +164,12 @@ def test_oversized_message_is_rejected(
     client = make_client()
     url = workflows_api.create_callback(workflows_api.create_execution())
     assert send_binary(client, events.message_data(url, payload="x" * 2000)) == 200
-    assert workflows_api.calls == []
+    # The payload is never sent; the waiting step gets the error (tests/system/test_fail_fast.py).
+    (call,) = workflows_api.calls
+    assert json.loads(call.body)["error"]["details"]["reason"] == "too_large"
     (line,) = log_lines(capsys)
-    assert line["outcome"] == "message_rejected"
-    assert "too_large" in line["reason"]
+    assert line["outcome"] == "failed_fast"
+    assert line["reason"].startswith("too_large")
 
 
 def test_expired_message_is_not_sent(
@@ -524,3 +527,128 @@ def test_http_callback_failures(
     assert reply.status_code == 502
     assert reply.json
     assert reply.json["outcome"] == "execution_gone"
+
+
+# -- issue 9: bugs, trace, ids and sizes ----------------------------------------
+
+
+def test_a_bug_is_logged_once_and_the_message_kept(
+    client: flask.testing.FlaskClient,
+    workflows_api: FakeWorkflowsApi,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import callback_relay.relay
+
+    def broken(data: bytes, max_bytes: int) -> object:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(callback_relay.relay, "parse_message_data", broken)
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    data = events.message_data(url)
+    # 500: RedeliveryRequested, so Pub/Sub redelivers and then dead-letters it.
+    assert send_binary(client, data, "bug-1") == 500
+    (line,) = log_lines(capsys)
+    assert (line["severity"], line["outcome"]) == ("ERROR", "internal_error")
+    assert line["reason"] == "ZeroDivisionError: a bug"
+    assert "broken" in line["traceback"]
+    assert base64.b64decode(line["replay"]["data_b64"]) == data
+
+
+def test_a_bug_in_relay_http_is_a_503_not_a_bare_500(
+    http_client: flask.testing.FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import callback_relay.relay
+
+    def broken(data: bytes, max_bytes: int) -> object:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(callback_relay.relay, "parse_message_data", broken)
+    reply = http_client.post("/", data=b"{}")
+    assert reply.status_code == 503
+    assert reply.headers["Retry-After"]
+    assert reply.json == {
+        "outcome": "retry_later",
+        "cause": "internal_error",
+        "reason": "internal error (KeyError); the message is kept for redelivery",
+    }
+
+
+def test_the_request_trace_header_wins_and_the_event_trace_is_the_producer(
+    client: flask.testing.FlaskClient,
+    workflows_api: FakeWorkflowsApi,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    headers, body = events.eventarc_binary(events.message_data(url), "t-1", TRACEPARENT)
+    headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert client.post("/", json=body, headers=headers).status_code == 200
+    (line,) = log_lines(capsys)
+    assert line["logging.googleapis.com/trace"] == (
+        "projects/test-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    )
+    assert line["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
+    assert line["producer_trace"] == (
+        "projects/test-project/traces/0af7651916cd43dd8448eb211c80319c"
+    )
+
+
+def test_relay_http_reads_x_cloud_trace_context(
+    relay_env: Callable[..., None],
+    workflows_api: FakeWorkflowsApi,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    relay_env(GOOGLE_CLOUD_PROJECT="proj")
+    http = make_client("relay_http", "http")
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    trace = "105445aa7843bc8bf206b12000100000/1;o=1"
+    reply = http.post(
+        "/", query_string={"callback_url": url}, headers={"X-Cloud-Trace-Context": trace}
+    )
+    assert reply.status_code == 200
+    (line,) = log_lines(capsys)
+    assert line["logging.googleapis.com/trace"] == (
+        "projects/proj/traces/105445aa7843bc8bf206b12000100000"
+    )
+    assert line["logging.googleapis.com/spanId"] == "0000000000000001"
+
+
+@pytest.mark.parametrize("message_id", ["x\r\nX-Injected: 1", "идентификатор", "7" * 200_000])
+def test_an_id_that_is_no_header_value_is_sent_as_its_digest(
+    message_id: str,
+    client: flask.testing.FlaskClient,
+    workflows_api: FakeWorkflowsApi,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    headers, body = events.eventarc_binary(events.message_data(url), "ce-1")
+    body["message"].update(messageId=message_id, message_id=message_id)
+    assert client.post("/", json=body, headers=headers).status_code == 200
+    (call,) = workflows_api.calls
+    digest = hashlib.sha256(message_id.encode()).hexdigest()
+    assert call.idempotency_key == f"sha256-{digest}"
+    assert "X-Injected" not in call.headers
+    (line,) = log_lines(capsys)
+    assert line["outcome"] == "delivered"
+
+
+def test_a_10_mb_message_leaves_one_bounded_line_that_finds_it_again(
+    client: flask.testing.FlaskClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = b"x" * 10_000_000
+    assert send_binary(client, data, "big-1") == 200
+    out = capsys.readouterr().out
+    (raw,) = [line for line in out.split("\n") if line]
+    assert len(raw.encode()) < 64 * 1024
+    line = json.loads(raw)
+    assert (line["outcome"], line["truncated"]) == ("message_rejected", True)
+    assert line["replay"] == {
+        "truncated": True,
+        "message_id": "big-1",
+        "publish_time": events.PUBLISH_TIME,
+        "subscription": events.SUBSCRIPTION,
+        "source": events.SOURCE,
+        "data_bytes": len(data),
+        "data_sha256": hashlib.sha256(data).hexdigest(),
+    }

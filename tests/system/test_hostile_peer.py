@@ -22,8 +22,9 @@ import pytest
 import trustme
 
 from callback_relay.access_token import AccessTokenProvider
-from callback_relay.callback_client import CallbackClient, DeliveryDeferred, build_session
+from callback_relay.callback_client import CallbackClient, build_session
 from callback_relay.callback_response import MAX_RETRY_AFTER_SECONDS, Classification, Kind
+from callback_relay.errors import DeliveryDeferred
 from harness import cloudevents as events
 from harness import procstat
 from harness.fake_metadata_server import FakeMetadataServer

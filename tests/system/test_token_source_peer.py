@@ -20,8 +20,8 @@ from callback_relay.access_token import (
     FAILED_REFRESH_HOLD_SECONDS,
     NO_CREDENTIALS_HINT,
     AccessTokenProvider,
-    TokenUnavailable,
 )
+from callback_relay.errors import TokenUnavailable
 from harness.attacker_server import AttackerServer
 from harness.fake_metadata_server import WRONG_SHAPES, FakeMetadataServer
 

@@ -15,8 +15,8 @@ from callback_relay.access_token import (
     EXPIRY_SAFETY_SECONDS,
     FAILED_REFRESH_HOLD_SECONDS,
     AccessTokenProvider,
-    TokenUnavailable,
 )
+from callback_relay.errors import TokenUnavailable
 from harness.fake_metadata_server import FakeMetadataServer
 
 

@@ -8,9 +8,9 @@ from callback_relay.access_token import AccessTokenProvider
 from callback_relay.callback_client import (
     BACKOFF_CAP_SECONDS,
     CallbackClient,
-    DeliveryDeferred,
     build_session,
 )
+from callback_relay.errors import DeliveryDeferred
 from harness.fake_workflows_api import FakeWorkflowsApi, Fault
 
 

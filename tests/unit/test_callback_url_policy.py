@@ -2,12 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from callback_relay.callback_url_policy import (
-    GOOGLE_ORIGIN,
-    CallbackUrlPolicy,
-    CallbackUrlRefused,
-)
+from callback_relay.callback_url_policy import GOOGLE_ORIGIN, CallbackUrlPolicy
 from callback_relay.config import parse_allowed_workflows
+from callback_relay.errors import CallbackUrlRefused
 
 PATH = "/v1/projects/my-proj/locations/us-central1/workflows/wf_1/executions/e-1/callbacks/c1"
 GOOD = GOOGLE_ORIGIN + PATH

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from callback_relay.config import ConfigError, WorkflowPattern, load_settings
+from callback_relay.callback_url_policy import WorkflowPattern
+from callback_relay.config import load_settings
+from callback_relay.errors import ConfigError
 
 
 def test_defaults() -> None:
@@ -80,3 +82,18 @@ def test_emulator_host_forms(host: str, origin: str) -> None:
 def test_bad_values_fail_fast_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("", True), ("true", True), ("ON", True), ("1", True), ("false", False), (" no ", False)],
+)
+def test_fail_fast_flag(raw: str, value: bool) -> None:
+    settings = load_settings({"FAIL_FAST_INVALID_MESSAGES": raw})
+    assert settings.fail_fast_invalid_messages is value
+
+
+def test_fail_fast_is_on_by_default_and_checked() -> None:
+    assert load_settings({}).fail_fast_invalid_messages is True
+    with pytest.raises(ConfigError, match="FAIL_FAST_INVALID_MESSAGES"):
+        load_settings({"FAIL_FAST_INVALID_MESSAGES": "maybe"})

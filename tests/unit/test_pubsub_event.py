@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
-from callback_relay.pubsub_event import EventRejected, delivery_from_event, project_from_source
+from callback_relay.errors import EventRejected
+from callback_relay.pubsub_event import delivery_from_event, project_from_source, summarize
 from harness import cloudevents as events
 
 
 def test_eventarc_data() -> None:
     _headers, body = events.eventarc_binary(b"hello", "42")
-    delivery = delivery_from_event("42", events.SOURCE, body, "tp")
-    assert (delivery.message_id, delivery.data, delivery.traceparent) == ("42", b"hello", "tp")
+    delivery = delivery_from_event("42", events.SOURCE, body)
+    assert (delivery.message_id, delivery.data) == ("42", b"hello")
     assert delivery.subscription
     assert delivery.publish_time
     assert delivery.source_project == "test-project"
@@ -45,3 +47,40 @@ def test_project_from_source() -> None:
     assert project_from_source("//pubsub.googleapis.com/projects/p-1/topics/t") == "p-1"
     assert project_from_source("//pubsub.googleapis.com/") is None
     assert project_from_source(None) is None
+
+
+def test_the_replay_summary_identifies_a_huge_message() -> None:
+    _headers, body = events.eventarc_binary(b"x" * 100_000, "9" * 5000)
+    delivery = delivery_from_event("9" * 5000, events.SOURCE, body)
+    summary = delivery.replay_summary()
+    assert summary["truncated"] is True
+    assert summary["data_bytes"] == 100_000
+    assert summary["data_sha256"] == hashlib.sha256(b"x" * 100_000).hexdigest()
+    assert summary["subscription"] == events.SUBSCRIPTION
+    assert summary["publish_time"] == events.PUBLISH_TIME
+    assert summary["message_id"].startswith("9" * 512)
+    assert len(summary["message_id"]) < 700
+
+
+def test_non_string_fields_become_text() -> None:
+    body = {
+        "message": {
+            "data": base64.b64encode(b"x").decode(),
+            "messageId": 42,
+            "attributes": {"a": {"nested": [1]}, "b": "c"},
+            "publishTime": {"not": "a time"},
+        }
+    }
+    delivery = delivery_from_event(None, None, body)
+    assert delivery.message_id == "42"
+    assert delivery.attributes == {"a": '{"nested": [1]}', "b": "c"}
+    assert delivery.publish_time is None
+
+
+def test_summarize_cuts_every_value() -> None:
+    summary = summarize({"message_id": "9" * 5000, "attributes": {"a": "b" * 5000}, "n": 3})
+    assert summary["truncated"] is True
+    assert summary["message_id"].startswith("9" * 512)
+    assert len(summary["message_id"]) < 700
+    assert len(summary["attributes"]) < 700
+    assert summary["n"] == 3

@@ -39,24 +39,51 @@ def test_a_broken_stdout_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None
     structured_log.StructuredLog("INFO").write(structured_log.ERROR, "lost", {})
 
 
-def test_trace_fields_from_traceparent() -> None:
-    fields = structured_log.trace_fields(
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "proj"
-    )
-    assert fields == {
-        "logging.googleapis.com/trace": "projects/proj/traces/4bf92f3577b34da6a3ce929d0e0e4736",
-        "logging.googleapis.com/spanId": "00f067aa0ba902b7",
-        "logging.googleapis.com/trace_sampled": False,
+def lines_of(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+def test_lone_surrogates_do_not_lose_the_line(capsys: pytest.CaptureFixture[str]) -> None:
+    log = structured_log.StructuredLog("INFO")
+    log.write(structured_log.ERROR, "bad \ud800", {"message_id": "m\udfff", "n": 1})
+    (line,) = lines_of(capsys)
+    entry = json.loads(line.encode("utf-8").decode("utf-8"))
+    assert entry["message_id"] == "m\ufffd"
+    assert entry["message"] == "bad \ufffd"
+
+
+def test_an_oversized_line_keeps_the_summary_and_is_marked_truncated(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = structured_log.StructuredLog("INFO")
+    fields = {
+        "outcome": "message_rejected",
+        "message_id": "7" * 200_000,
+        "replay": {"data_b64": "A" * 300_000},
+        "metadata": {"k": ["v" * 100] * 1000},
     }
+    log.write(structured_log.ERROR, "x" * 100_000, fields, lambda: {"truncated": True, "id": 1})
+    (line,) = lines_of(capsys)
+    assert len(line.encode()) + 1 <= structured_log.MAX_LINE_BYTES
+    entry = json.loads(line)
+    assert entry["truncated"] is True
+    assert entry["replay"] == {"truncated": True, "id": 1}
+    assert entry["message_id"].startswith("7" * 1000)
+    assert entry["metadata"]["truncated"] is True
+    assert entry["metadata"]["sha256"]
 
 
-@pytest.mark.parametrize(
-    ("traceparent", "project"),
-    [
-        (None, "p"),
-        ("garbage", "p"),
-        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
-    ],
-)
-def test_no_trace_fields_without_both(traceparent: str | None, project: str | None) -> None:
-    assert structured_log.trace_fields(traceparent, project) == {}
+def test_many_large_fields_still_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    log = structured_log.StructuredLog("INFO")
+    # Control characters escape to six bytes each.
+    fields = {f"f{i}": "\x01" * 5000 for i in range(40)}
+    log.write(structured_log.ERROR, "m", {"outcome": "o", "message_id": "id", **fields})
+    (line,) = lines_of(capsys)
+    assert len(line.encode()) + 1 <= structured_log.MAX_LINE_BYTES
+    assert json.loads(line)["message_id"] == "id"
+
+
+def test_small_lines_are_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    log = structured_log.StructuredLog("INFO")
+    log.write(structured_log.INFO, "ok", {"replay": {"a": "b" * 1000}}, lambda: {"no": 1})
+    assert json.loads(lines_of(capsys)[0])["replay"] == {"a": "b" * 1000}

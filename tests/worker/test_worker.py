@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from callback_relay.callback_url_policy import CallbackUrlPolicy
-from callback_relay.message import MessageRejected, parse_message_data
+from callback_relay.errors import MessageRejected
+from callback_relay.message import parse_message_data
 from harness.processes import child_env
 from harness.pubsub_emulator import PubSubEmulator, unique_name
 from harness.pubsub_helpers import publish, pull

@@ -1,0 +1,104 @@
+"""Which trace a log line belongs to, as Cloud Run correlates them.
+
+Cloud Run nests a container's log lines under the request log of the request
+that wrote them when ``logging.googleapis.com/trace`` names that request's
+trace, ``projects/PROJECT/traces/TRACE_ID``. The trace comes from the HTTP
+request's headers: the W3C ``traceparent`` (https://www.w3.org/TR/trace-context/)
+and Google's older ``X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=FLAGS`` (span id
+in decimal).
+https://cloud.google.com/run/docs/logging#correlate-logs
+https://cloud.google.com/run/docs/samples/cloudrun-manual-logging
+https://cloud.google.com/logging/docs/structured-logging
+
+The CloudEvent's ``traceparent`` extension is the producer's trace, not the
+request's: it is logged as ``producer_trace``, and used for the line's trace
+only when the request carried no trace header (for example a local run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+TRACE_KEY = "logging.googleapis.com/trace"
+SPAN_KEY = "logging.googleapis.com/spanId"
+SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
+PRODUCER_TRACE_KEY = "producer_trace"
+
+_TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_CLOUD_TRACE_RE = re.compile(r"([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([0-9]+))?")
+_ZERO_TRACE = "0" * 32
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceId:
+    trace_id: str
+    span_id: str | None = None
+    sampled: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceContext:
+    """The traces one request carries; every field is untrusted text."""
+
+    traceparent: str | None = None
+    cloud_trace_context: str | None = None
+    event_traceparent: str | None = None
+
+    @classmethod
+    def from_headers(
+        cls, headers: Mapping[str, str], event_traceparent: str | None = None
+    ) -> TraceContext:
+        return cls(
+            headers.get("traceparent"),
+            headers.get("X-Cloud-Trace-Context"),
+            event_traceparent if isinstance(event_traceparent, str) else None,
+        )
+
+    def fields(self, project: str | None) -> dict[str, Any]:
+        """The log line's trace fields; empty without a project or a valid trace."""
+        if not project:
+            return {}
+        request = parse_traceparent(self.traceparent) or parse_cloud_trace_context(
+            self.cloud_trace_context
+        )
+        producer = parse_traceparent(self.event_traceparent)
+        line = request or producer
+        if line is None:
+            return {}
+        fields: dict[str, Any] = {TRACE_KEY: f"projects/{project}/traces/{line.trace_id}"}
+        if line.span_id is not None:
+            fields[SPAN_KEY] = line.span_id
+        if line.sampled is not None:
+            fields[SAMPLED_KEY] = line.sampled
+        if request is not None and producer is not None:
+            fields[PRODUCER_TRACE_KEY] = f"projects/{project}/traces/{producer.trace_id}"
+        return fields
+
+
+def parse_traceparent(value: str | None) -> TraceId | None:
+    """A W3C traceparent's trace, span and sampled flag; None unless well formed."""
+    if not value or len(value) > 256:
+        return None
+    match = _TRACEPARENT_RE.match(value.strip())
+    if match is None or match.group(1) == _ZERO_TRACE or value.startswith("ff"):
+        return None
+    trace_id, span_id, flags = match.groups()
+    return TraceId(trace_id, span_id, bool(int(flags, 16) & 1))
+
+
+def parse_cloud_trace_context(value: str | None) -> TraceId | None:
+    """``TRACE_ID/SPAN_ID;o=FLAGS``; the decimal span id becomes 16 hex digits."""
+    if not value or len(value) > 256:
+        return None
+    match = _CLOUD_TRACE_RE.fullmatch(value.strip())
+    if match is None or match.group(1) == _ZERO_TRACE:
+        return None
+    trace_id, span, options = match.groups()
+    span_id = None
+    if span is not None and 0 < int(span) < 2**64:
+        span_id = f"{int(span):016x}"
+    sampled = None if options is None else bool(int(options) & 1)
+    return TraceId(trace_id.lower(), span_id, sampled)
