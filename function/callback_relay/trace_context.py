@@ -6,7 +6,7 @@ trace, ``projects/PROJECT/traces/TRACE_ID``. The trace comes from the HTTP
 request's headers: the W3C ``traceparent`` (https://www.w3.org/TR/trace-context/)
 and Google's older ``X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=FLAGS`` (span id
 in decimal).
-https://cloud.google.com/run/docs/logging#correlate-logs
+https://cloud.google.com/run/docs/logging
 https://cloud.google.com/run/docs/samples/cloudrun-manual-logging
 https://cloud.google.com/logging/docs/structured-logging
 
