@@ -5,7 +5,7 @@
         --topic workflows-callback-relay [--dry-run] [--force]
     python -m tools.replay_dead_letters ... --export poison.jsonl --message-id 123
 
-Rules (docs/replay.md has the operator's view):
+Rules (docs/operations.md has the operator's view):
 - Before anything is pulled, the target topic must exist, must have a subscription
   (Pub/Sub drops what is published to a topic nobody reads:
   https://cloud.google.com/pubsub/docs/reference/rpc/google.pubsub.v1#deadletterpolicy),
