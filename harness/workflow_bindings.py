@@ -16,6 +16,11 @@
     with PubSubConnector.connect() as publish:
         result = run_on_fakes(Path("workflow.yaml"), {"payload": {...}},
                               callbacks=callbacks, publish=publish)
+
+"The message the workflow would publish", for tests and tools that need the exact
+bytes without a relay: `published_by_workflow(...)` runs the workflow with a publish
+binding that only records, so its await times out (at once on OfflineCallbacks, after
+`timeout` seconds on the fake) and the workflow ends as TIMED_OUT.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -245,3 +251,148 @@ def run_on_fakes(
         return run_workflow(workflow, arguments, bindings=bindings, entry=entry)
     finally:
         callbacks.end_execution(execution)
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedMessage:
+    """One message as the workflow handed it to the publish connector, decoded."""
+
+    topic: str
+    data: bytes
+    attributes: dict[str, str]
+    message_id: str
+
+    @property
+    def message(self) -> Any:
+        """The JSON value in `data` (the relay's callback message)."""
+        return json.loads(self.data)
+
+
+def decode_publish_body(
+    topic: str, body: Mapping[str, Any], ids: list[str]
+) -> list[PublishedMessage]:
+    """The connector's request body as PublishedMessages, refusing what the API would refuse."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _connector_error(400, "body.messages must be a non-empty list")
+    if len(messages) != len(ids):
+        raise ValueError(f"{len(messages)} messages published, {len(ids)} ids returned")
+    decoded = []
+    for index, (message, message_id) in enumerate(zip(messages, ids, strict=True)):
+        checked = _pubsub_message(_RestMessage, index, message)
+        decoded.append(PublishedMessage(topic, checked.data, checked.attributes, message_id))
+    return decoded
+
+
+@dataclasses.dataclass(frozen=True)
+class _RestMessage:
+    data: bytes
+    attributes: dict[str, str]
+    ordering_key: str
+
+
+class RecordingPublisher:
+    """A publish binding that records every message, then hands the body to `forward`.
+
+    Without `forward` nothing leaves the process: the message ids are local ones.
+    """
+
+    def __init__(
+        self, forward: Callable[[str, Mapping[str, Any]], Mapping[str, Any]] | None = None
+    ) -> None:
+        self.forward = forward
+        self.published: list[PublishedMessage] = []
+
+    def __call__(self, topic: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.forward is not None:
+            response = self.forward(topic, body)
+            ids = [str(i) for i in response.get("messageIds", [])]
+        else:
+            count = len(body.get("messages") or [])
+            ids = [f"local-{len(self.published) + i + 1}" for i in range(count)]
+            response = {"messageIds": ids}
+        self.published.extend(decode_publish_body(topic, body, ids))
+        return response
+
+
+class OfflineCallbacks:
+    """Callbacks with Google's URL shape and no server: every await times out at once.
+
+    For running the publishing half of a workflow where no fake runs (static checks).
+    """
+
+    def __init__(
+        self,
+        project: str = "local-project",
+        location: str = "us-central1",
+        execution_id: str = "local-execution",
+        origin: str = "https://workflowexecutions.googleapis.com",
+    ) -> None:
+        self.project = project
+        self.location = location
+        self.execution_id = execution_id
+        self.origin = origin
+        self.created: list[str] = []
+
+    def create_execution(self, workflow: str) -> str:
+        return (
+            f"projects/{self.project}/locations/{self.location}/workflows/{workflow}"
+            f"/executions/{self.execution_id}"
+        )
+
+    def create_callback(self, execution: str, method: str) -> str:
+        url = f"{self.origin}/v1/{execution}/callbacks/c-{len(self.created) + 1}"
+        self.created.append(url)
+        return url
+
+    def await_callback(self, url: str, timeout: float) -> dict[str, Any] | None:
+        return None
+
+    def end_execution(self, execution: str) -> None:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowPublication:
+    """What one run of the workflow published, and how the run ended."""
+
+    published: PublishedMessage
+    result: Any
+
+    @property
+    def callback_url(self) -> str:
+        return str(self.published.message["callback_url"])
+
+
+def published_by_workflow(
+    arguments: Any = None,
+    *,
+    workflow: WorkflowSource = WORKFLOW_YAML,
+    callbacks: CallbackControl | None = None,
+    workflow_id: str = DEMO_WORKFLOW,
+    environment: Mapping[str, str] | None = None,
+    project_id: str | None = None,
+    now: Callable[[], float] = time.time,
+    entry: str = "main",
+) -> WorkflowPublication:
+    """Run the workflow with a publish binding that only records: the exact message it publishes.
+
+    Nothing is delivered, so the await times out: at once on OfflineCallbacks (the
+    default), after the workflow's `timeout` on a fake, whose callback then belongs
+    to an ended execution, as after a real timeout. The workflow must publish once.
+    """
+    recorder = RecordingPublisher()
+    result = run_on_fakes(
+        workflow,
+        arguments,
+        callbacks=callbacks if callbacks is not None else OfflineCallbacks(),
+        publish=recorder,
+        workflow_id=workflow_id,
+        environment=environment,
+        project_id=project_id,
+        now=now,
+        entry=entry,
+    )
+    if len(recorder.published) != 1:
+        raise ValueError(f"the workflow published {len(recorder.published)} messages, not 1")
+    return WorkflowPublication(recorder.published[0], result)

@@ -149,7 +149,7 @@ else
 fi
 
 echo
-echo "== demo execution (the driver plays workflow.yaml's part)"
+echo "== demo execution (workflow.yaml, run by the local Workflows interpreter)"
 status=0
 "$py" -m harness.demo_driver "${driver_args[@]}" || status=$?
 
