@@ -2,9 +2,10 @@
 
 The function runs under functions-framework (gunicorn, 8 threads) as a
 subprocess; tokens come from a fake metadata server through the real
-google-auth path; the workflow's part is played by harness.demo_driver, which
-publishes exactly what workflow.yaml would publish. Every scenario runs on both
-delivery paths:
+google-auth path. The workflow is workflow.yaml itself, executed by the local
+interpreter (harness.workflow_interpreter) on the fake's callbacks and the
+emulator's publish connector: its own steps publish, await, read the body and
+build the result or the CallbackError. Every scenario runs on both delivery paths:
 
 - push: an emulator push subscription to /projects/P/topics/T, converted by
   functions-framework from the raw push body into a CloudEvent; the push goes
@@ -23,6 +24,7 @@ import dataclasses
 import io
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from harness.demo_driver import FakeWorkflowsControl, Trace, play_workflow, pubsub_delivery
+from harness.demo_driver import Trace, TracedCallbacks, traced_publish
 from harness.eventarc_forwarder import EventarcForwarder
 from harness.fake_metadata_server import FakeMetadataServer
 from harness.fake_workflows_api import FakeWorkflowsApi, Fault
@@ -39,7 +41,16 @@ from harness.pubsub_emulator import PubSubEmulator, unique_name
 from harness.pubsub_helpers import publish, pull
 from harness.recording_proxy import RecordingProxy
 from harness.relay_function import relay_function
-from harness.workflow_message import PublishedMessage, build_published_message
+from harness.workflow_bindings import (
+    InProcessCallbacks,
+    PublishedMessage,
+    PubSubConnector,
+    RecordingPublisher,
+    WorkflowPublication,
+    published_by_workflow,
+    run_on_fakes,
+)
+from harness.workflow_interpreter import ExecutionFailed, LogEntry
 from tools.replay_dead_letters import DeadLetterReplay, Settings, make_clients, preflight
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -55,12 +66,64 @@ FUNCTION_ENV = {
 BACKOFF_SECONDS = 1.5
 
 
+class WorkflowRun:
+    """One execution of workflow.yaml in a background thread, publishing to the emulator.
+
+    `published()` is the message its publish step sent; `outcome()` its result
+    (or the ExecutionFailed it ended with). The trace records the workflow's
+    hops: callback created, published, resumed (or timeout).
+    """
+
+    def __init__(self, stack: Stack, arguments: dict[str, Any]) -> None:
+        self.stack = stack
+        self.arguments = arguments
+        self.trace = Trace(out=None)
+        self.logs: list[LogEntry] = []
+        self.recorder: RecordingPublisher | None = None
+        self.result: Any = None
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="workflow", daemon=True)
+
+    def start(self) -> WorkflowRun:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            with PubSubConnector.connect(self.stack.emulator.address) as connector:
+                self.recorder = RecordingPublisher(traced_publish(connector, self.trace))
+                self.result = run_on_fakes(
+                    arguments=self.arguments,
+                    callbacks=TracedCallbacks(InProcessCallbacks(self.stack.workflows), self.trace),
+                    publish=self.recorder,
+                    project_id=self.stack.emulator.project,
+                    log=self.logs.append,
+                )
+        except BaseException as exc:  # noqa: BLE001 - handed to the test by outcome()
+            self.failure = exc
+
+    def published(self, timeout: float = 20.0) -> PublishedMessage:
+        assert wait_until(
+            lambda: bool(self.recorder and self.recorder.published) or not self.thread.is_alive(),
+            timeout,
+        )
+        assert self.recorder is not None, self.failure
+        assert self.recorder.published, self.failure
+        return self.recorder.published[0]
+
+    def outcome(self, timeout: float) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the workflow is still waiting after {timeout} s"
+        if self.failure is not None:
+            raise self.failure
+        return self.result
+
+
 @dataclasses.dataclass
 class Stack:
     emulator: PubSubEmulator
     metadata: FakeMetadataServer
     workflows: FakeWorkflowsApi
-    control: FakeWorkflowsControl
     function: ManagedProcess
     function_url: str
     path: str
@@ -95,33 +158,29 @@ class Stack:
                 self.emulator.subscriber(), self.subscription, self.topic, self.function_url + "/"
             ).start()
 
-    def play(self, payload: Any, timeout: float = 20.0) -> tuple[dict[str, Any], Trace]:
-        publisher = self.emulator.publisher()
-        trace = Trace(out=None)
-        try:
-            result = play_workflow(
-                self.control,
-                pubsub_delivery(publisher),
-                payload=payload,
-                timeout=timeout,
-                topic=self.topic,
-                project=self.emulator.project,
-                trace=trace,
-            )
-        finally:
-            publisher.stop()
-        return result, trace
+    def start_workflow(
+        self, payload: Any, timeout: float = 20.0, topic: str | None = None
+    ) -> WorkflowRun:
+        """workflow.yaml's main, publishing on `topic` (the relay topic by default)."""
+        arguments = {"payload": payload, "timeout": timeout, "topic": topic or self.topic}
+        return WorkflowRun(self, arguments).start()
 
-    def workflow_message(
-        self, callback_url: str, payload: Any, timeout: float = 60.0
-    ) -> PublishedMessage:
-        return build_published_message(
-            callback_url=callback_url,
-            payload=payload,
-            timeout=timeout,
-            now=time.time(),
-            topic=self.topic,
-            project=self.emulator.project,
+    def play(self, payload: Any, timeout: float = 20.0) -> tuple[dict[str, Any], Trace]:
+        """Run workflow.yaml to its end: (its result, its hops)."""
+        run = self.start_workflow(payload, timeout)
+        result = run.outcome(timeout + 30)
+        return result, run.trace
+
+    def timed_out_workflow(self, payload: Any, timeout: float) -> WorkflowPublication:
+        """The message workflow.yaml publishes, captured, and the run that then timed out.
+
+        Nothing is published: the await times out after `timeout` seconds and the
+        execution ends, so the callback URL is one of a finished execution.
+        """
+        return published_by_workflow(
+            {"payload": payload, "timeout": timeout, "topic": self.topic},
+            callbacks=InProcessCallbacks(self.workflows),
+            project_id=self.emulator.project,
         )
 
     def publish(self, data: bytes, **attributes: str) -> str:
@@ -163,15 +222,7 @@ def stack(
                 extra_env=FUNCTION_ENV,
             )
         )
-        built = Stack(
-            emulator,
-            metadata,
-            workflows,
-            FakeWorkflowsControl(workflows.host),
-            function,
-            url,
-            request.param,
-        )
+        built = Stack(emulator, metadata, workflows, function, url, request.param)
         try:
             yield built
         finally:
@@ -306,11 +357,12 @@ def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
     stack.emulator.create_topic(dead_topic)
     dead_sub = stack.emulator.create_subscription(unique_name("dead-sub"), dead_topic)
     stack.route(dead_letter_topic=dead_topic, max_delivery_attempts=5)
-    execution, callback_url = stack.control.create_execution()
     stack.workflows.fault_picker = lambda call: Fault(503)
-    message = stack.workflow_message(callback_url, {"poison": True}, timeout=600)
+    # The workflow waits long enough to outlive five deliveries and the replay.
+    run = stack.start_workflow({"poison": True}, timeout=600)
+    message = run.published()
+    message_id = message.message_id
 
-    message_id = stack.publish(message.data, **message.attributes)
     (dead,) = pull(stack.emulator, dead_sub, expected=1, timeout=60, ack=False)
 
     assert dead.message.data == message.data
@@ -323,6 +375,7 @@ def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
     if stack.forwarder is not None:
         attempts = [d.delivery_attempt for d in stack.forwarder.snapshot()]
         assert attempts == [1, 2, 3, 4, 5]
+    assert run.thread.is_alive(), "the workflow stopped waiting"
 
     # The outage is over: replaying the dead letter resumes the waiting execution.
     stack.workflows.fault_picker = None
@@ -338,17 +391,55 @@ def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
         publisher.transport.close()
         subscriber.transport.close()
     assert (report.count("replayed"), report.failures) == (1, [])
-    request = stack.control.await_callback(callback_url, timeout=20)
-    assert request is not None
-    assert request["http_request"]["body"] == {"poison": True}
-    stack.control.end_execution(execution)
+    result = run.outcome(timeout=30)
+    assert result["status"] == "RESUMED"
+    assert result["body"] == {"poison": True}
+    assert result["message_id"] == message_id  # the workflow's own publish, replayed
+    assert result["callback_url"] == message.message["callback_url"]
+
+
+def test_producer_failing_the_step_on_purpose_ends_the_workflow_in_a_callback_error(
+    stack: Stack,
+) -> None:
+    stack.route()
+    # The worker pattern: the workflow publishes its job (with its callback URL) on a
+    # jobs topic; a worker, this test, publishes the outcome on the relay topic.
+    jobs_topic = stack.emulator.create_topic(unique_name("jobs"))
+    jobs_sub = stack.emulator.create_subscription(unique_name("jobs-sub"), jobs_topic)
+    run = stack.start_workflow({"job": 7}, timeout=30, topic=jobs_topic)
+    (job,) = pull(stack.emulator, jobs_sub, expected=1, timeout=20)
+    job_message = json.loads(job.message.data)
+    assert job_message["payload"] == {"job": 7}
+
+    error = {"code": "X", "message": "m"}
+    worker_message = {
+        "callback_url": job_message["callback_url"],
+        "method": job_message["method"],
+        "expires_at": job_message["expires_at"],
+        "payload": {"error": error},
+    }
+    message_id = stack.publish(json.dumps(worker_message).encode())
+
+    with pytest.raises(ExecutionFailed) as failed:
+        run.outcome(timeout=40)
+    assert "CallbackError" in failed.value.tags
+    assert failed.value.error["code"] == "X"
+    assert failed.value.error["message"] == "m"
+    assert failed.value.error["callback_url"] == job_message["callback_url"]
+    # The relay did its job: one delivery, one callback call, acknowledged.
+    assert delivered_outcomes(stack, message_id).count("delivered") == 1
+    calls = stack.workflows.calls_to(job_message["callback_url"])
+    assert (calls[0].method, calls[0].status) == ("POST", 200)
+    assert wait_until(lambda: len(stack.deliveries()) >= 1, timeout=5)
+    assert stack.acked_once(), stack.deliveries()
+    assert run.trace.names() == ["callback", "published", "resumed"]
 
 
 def test_late_callback_after_timeout_gets_404_and_is_acknowledged(stack: Stack) -> None:
     stack.route()
-    execution, callback_url = stack.control.create_execution()
-    assert stack.control.await_callback(callback_url, timeout=0.5) is None
-    stack.control.end_execution(execution)  # the execution timed out
+    timed_out = stack.timed_out_workflow({"on": "time"}, timeout=0.5)
+    assert timed_out.result["status"] == "TIMED_OUT"
+    callback_url = timed_out.callback_url
 
     # A producer's late answer, without expires_at: the API answers 404.
     late = json.dumps({"callback_url": callback_url, "payload": {"late": True}}).encode()
@@ -365,11 +456,11 @@ def test_late_callback_after_timeout_gets_404_and_is_acknowledged(stack: Stack) 
 
 def test_workflow_message_past_its_expiry_is_acknowledged_without_a_call(stack: Stack) -> None:
     stack.route()
-    execution, callback_url = stack.control.create_execution()
-    result_timeout = 0.5
-    message = stack.workflow_message(callback_url, {"too": "late"}, timeout=result_timeout)
-    assert stack.control.await_callback(callback_url, timeout=result_timeout) is None
-    stack.control.end_execution(execution)
+    # The exact message workflow.yaml published before its 0.5 s wait timed out.
+    timed_out = stack.timed_out_workflow({"too": "late"}, timeout=0.5)
+    assert timed_out.result["status"] == "TIMED_OUT"
+    assert timed_out.result["expires_at"] == timed_out.published.message["expires_at"]
+    message = timed_out.published
 
     message_id = stack.publish(message.data, **message.attributes)
 
@@ -379,4 +470,4 @@ def test_workflow_message_past_its_expiry_is_acknowledged_without_a_call(stack: 
     assert wait_until(lambda: len(stack.deliveries()) >= 1, timeout=15), stack.function.tail()
     assert stack.acked_once(), stack.deliveries()
     assert outcomes() == ["expired"]
-    assert stack.workflows.calls_to(callback_url) == []
+    assert stack.workflows.calls_to(timed_out.callback_url) == []
