@@ -40,6 +40,7 @@ import requests
 from harness.fake_workflows_api import FakeWorkflowsApi
 from harness.workflow_interpreter import (
     Bindings,
+    ExecutionFailed,
     LogEntry,
     WorkflowError,
     builtin_environment,
@@ -354,10 +355,15 @@ class OfflineCallbacks:
 
 @dataclasses.dataclass(frozen=True)
 class WorkflowPublication:
-    """What one run of the workflow published, and how the run ended."""
+    """What one run of the workflow published, and how the run ended.
+
+    `result` is what it returned; `error` the error it failed with (run on
+    `await_via_pubsub` itself, the timeout is a CallbackTimeout error), else None.
+    """
 
     published: PublishedMessage
     result: Any
+    error: Any = None
 
     @property
     def callback_url(self) -> str:
@@ -382,17 +388,24 @@ def published_by_workflow(
     to an ended execution, as after a real timeout. The workflow must publish once.
     """
     recorder = RecordingPublisher()
-    result = run_on_fakes(
-        workflow,
-        arguments,
-        callbacks=callbacks if callbacks is not None else OfflineCallbacks(),
-        publish=recorder,
-        workflow_id=workflow_id,
-        environment=environment,
-        project_id=project_id,
-        now=now,
-        entry=entry,
-    )
+    result: Any = None
+    error: Any = None
+    try:
+        result = run_on_fakes(
+            workflow,
+            arguments,
+            callbacks=callbacks if callbacks is not None else OfflineCallbacks(),
+            publish=recorder,
+            workflow_id=workflow_id,
+            environment=environment,
+            project_id=project_id,
+            now=now,
+            entry=entry,
+        )
+    except ExecutionFailed as failed:
+        if not recorder.published:
+            raise
+        error = failed.error
     if len(recorder.published) != 1:
         raise ValueError(f"the workflow published {len(recorder.published)} messages, not 1")
-    return WorkflowPublication(recorder.published[0], result)
+    return WorkflowPublication(recorder.published[0], result, error)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from callback_relay.message import parse_message_data
 from harness.workflow_interpreter import (
     Bindings,
     ExecutionFailed,
@@ -27,7 +28,6 @@ from harness.workflow_interpreter import (
     load_workflow,
     run_workflow,
 )
-from harness.workflow_message import build_published_message
 
 WORKFLOW_YAML = Path(__file__).resolve().parents[2] / "workflow.yaml"
 CALLBACK_URL = (
@@ -740,33 +740,43 @@ def test_workflow_yaml_rethrows_other_errors_from_await() -> None:
 
 
 @pytest.mark.parametrize(
-    ("payload", "timeout", "topic"),
+    ("payload", "timeout", "topic", "expires_at"),
     [
-        ({"greeting": "hé", "n": [1, 2.5, None, True]}, 600, "my-topic"),
-        ("a string payload", 1, "projects/p2/topics/t2"),
-        ({}, 43200, "t"),
+        (
+            {"greeting": "hé", "n": [1, 2.5, None, True]},
+            600,
+            "my-topic",
+            "2024-07-12T13:00:33.250000Z",
+        ),
+        ("a string payload", 1, "projects/p2/topics/t2", "2024-07-12T12:50:34.250000Z"),
+        ({}, 43200, "t", "2024-07-13T00:50:33.250000Z"),
     ],
 )
-def test_workflow_yaml_publishes_the_bytes_tools_workflow_message_builds(
-    payload: Any, timeout: int, topic: str
+def test_workflow_yaml_publishes_compact_utf8_json_the_relay_accepts(
+    payload: Any, timeout: int, topic: str, expires_at: str
 ) -> None:
     cloud = FakeCloud()
     cloud.run({"payload": payload, "timeout": timeout, "topic": topic})
-    expected = build_published_message(
-        callback_url=CALLBACK_URL,
-        payload=payload,
-        timeout=timeout,
-        now=1_720_788_633.25,
-        topic=topic,
-        project="local-project",
-        workflow_id="callback-relay-demo",
-        execution_id="e-1",
-    )
+    expected = {
+        "callback_url": CALLBACK_URL,
+        "payload": payload,
+        "method": "POST",
+        "expires_at": expires_at,
+    }
     (published_topic, body) = cloud.published[0]
     (message,) = body["messages"]
-    assert published_topic == expected.topic
-    assert base64.b64decode(message["data"]) == expected.data
-    assert message["attributes"] == expected.attributes
+    data = base64.b64decode(message["data"])
+    assert published_topic == (topic if "/" in topic else f"projects/local-project/topics/{topic}")
+    # json.encode: compact, UTF-8, keys in the order the map was built.
+    assert data == json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
+    assert message["attributes"] == {
+        "content_type": "application/json",
+        "workflow_id": "callback-relay-demo",
+        "execution_id": "e-1",
+    }
+    parsed = parse_message_data(data, max_bytes=65536)
+    assert parsed.callback_url == CALLBACK_URL
+    assert json.loads(parsed.body or b"null") == payload
 
 
 def test_the_subworkflow_runs_on_its_own_with_its_defaults() -> None:

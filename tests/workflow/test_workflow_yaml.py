@@ -1,8 +1,10 @@
-"""Static checks of workflow.yaml: structure, connector call, message contract, names.
+"""workflow.yaml: its structure, read from the YAML, and its message, from running it.
 
-No Workflows emulator exists, so these tests read the YAML and evaluate the
-message-building expressions (harness.workflow_message) to check that what the
-workflow publishes is exactly what the relay and its schema accept.
+Static checks read the YAML directly. What the workflow publishes comes from
+executing workflow.yaml in the local interpreter (harness.workflow_interpreter)
+with a publish binding that only records (harness.workflow_bindings.
+published_by_workflow), so the checks see exactly the bytes the workflow's own
+steps produce, and check them against the relay's parser and the schema.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callback_relay.message import parse_message_data
-from harness.workflow_message import (
-    PUBLISH_CONNECTOR,
-    UnsupportedExpression,
-    build_published_message,
-    evaluate,
-    find_step,
-    iter_steps,
-    load_workflow,
-    workflows_time_format,
-)
+from harness.workflow_bindings import OfflineCallbacks, WorkflowPublication, published_by_workflow
+from harness.workflow_interpreter import WorkflowDefinition, load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "schemas" / "callback-message.schema.json"
@@ -40,6 +35,10 @@ CALLBACK_URL = (
     "/workflows/callback-relay-demo/executions/e-1/callbacks/c-1"
 )
 NOW = 1_720_788_633.25
+
+WORKFLOW_YAML = REPO / "workflow.yaml"
+SUBWORKFLOW = "await_via_pubsub"
+PUBLISH_CONNECTOR = "googleapis.pubsub.v1.projects.topics.publish"
 
 # Functions and connectors the workflow may call: anything else is a typo.
 KNOWN_CALLS = {
@@ -52,7 +51,56 @@ KNOWN_CALLS = {
 
 @pytest.fixture(scope="module")
 def workflow() -> dict[str, Any]:
-    return load_workflow()
+    loaded = yaml.safe_load(WORKFLOW_YAML.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def definition() -> WorkflowDefinition:
+    return load_workflow(WORKFLOW_YAML)
+
+
+def iter_steps(steps: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """All (name, body) pairs in a step list, depth first, through try/except/switch."""
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, dict) and key not in ("args", "body", "json", "return"):
+                    found.append((str(key), value))
+                visit(value)
+
+    visit(steps)
+    return found
+
+
+def find_step(workflow: Mapping[str, Any], name: str, block: str = SUBWORKFLOW) -> dict[str, Any]:
+    for step_name, body in iter_steps(workflow[block]["steps"]):
+        if step_name == name:
+            return body
+    raise KeyError(f"no step {name!r} in {block}")
+
+
+def publish_once(
+    definition: WorkflowDefinition,
+    arguments: Any,
+    *,
+    project: str = "p",
+    entry: str = "main",
+) -> WorkflowPublication:
+    """Run workflow.yaml at NOW with callback c-1 of execution e-1: what it publishes."""
+    return published_by_workflow(
+        arguments,
+        workflow=definition,
+        callbacks=OfflineCallbacks(project=project, execution_id="e-1"),
+        now=lambda: NOW,
+        entry=entry,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -233,18 +281,12 @@ def test_project_comes_from_google_cloud_project_id(workflow: dict[str, Any]) ->
     ],
 )
 def test_topic_override_accepts_id_or_full_name(
-    workflow: dict[str, Any], topic: str, expected: str
+    definition: WorkflowDefinition, topic: str, expected: str
 ) -> None:
-    published = build_published_message(
-        callback_url=CALLBACK_URL,
-        payload={},
-        timeout=60,
-        now=NOW,
-        topic=topic,
-        project="my-project",
-        workflow=workflow,
+    run = publish_once(
+        definition, {"payload": {}, "timeout": 60, "topic": topic}, project="my-project"
     )
-    assert published.topic == expected
+    assert run.published.topic == expected
 
 
 def test_names_agree_with_deploy_sh() -> None:
@@ -263,17 +305,15 @@ def test_names_agree_with_deploy_sh() -> None:
 
 
 def test_published_message_matches_schema_and_relay(
-    workflow: dict[str, Any], validator: jsonschema.Draft202012Validator
+    definition: WorkflowDefinition, validator: jsonschema.Draft202012Validator
 ) -> None:
-    published = build_published_message(
-        callback_url=CALLBACK_URL,
-        payload={"order": 42, "status": "shipped"},
-        timeout=3600,
-        now=NOW,
-        topic="workflows-callback-relay",
-        workflow=workflow,
+    run = publish_once(
+        definition,
+        {"payload": {"order": 42, "status": "shipped"}, "timeout": 3600},
     )
+    published = run.published
 
+    assert published.topic == "projects/p/topics/workflows-callback-relay"
     assert published.message == {
         "callback_url": CALLBACK_URL,
         "payload": {"order": 42, "status": "shipped"},
@@ -289,11 +329,16 @@ def test_published_message_matches_schema_and_relay(
     assert published.attributes == {
         "content_type": "application/json",
         "workflow_id": "callback-relay-demo",
-        "execution_id": "local-execution",
+        "execution_id": "e-1",
     }
+    # Nobody called back: main reports the timeout as its result, with the same expiry.
+    assert run.result["status"] == "TIMED_OUT"
+    assert run.result["expires_at"] == published.message["expires_at"]
 
 
-def test_message_keys_are_schema_properties(workflow: dict[str, Any]) -> None:
+def test_message_keys_are_schema_properties(
+    workflow: dict[str, Any], definition: WorkflowDefinition
+) -> None:
     (message_assign,) = [
         a for a in find_step(workflow, "build_message")["assign"] if "message" in a
     ]
@@ -301,6 +346,8 @@ def test_message_keys_are_schema_properties(workflow: dict[str, Any]) -> None:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     assert keys <= set(schema["properties"])
     assert set(schema["required"]) <= keys
+    # And what the executed workflow publishes has exactly those keys.
+    assert set(publish_once(definition, {"topic": "t"}).published.message) == keys
 
 
 json_values = st.recursive(
@@ -319,37 +366,25 @@ json_values = st.recursive(
     method=st.sampled_from(["POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
 )
 def test_any_payload_and_timeout_give_a_valid_message(
-    workflow: dict[str, Any],
+    definition: WorkflowDefinition,
     validator: jsonschema.Draft202012Validator,
     payload: Any,
     timeout: int,
     method: str,
 ) -> None:
-    published = build_published_message(
-        callback_url=CALLBACK_URL,
-        payload=payload,
-        timeout=timeout,
-        now=NOW,
-        topic="t",
-        method=method,
-        workflow=workflow,
+    # main always waits on POST: run the subworkflow itself for the other methods.
+    run = publish_once(
+        definition,
+        {"topic": "t", "payload": payload, "timeout": timeout, "method": method},
+        entry=SUBWORKFLOW,
     )
+    assert run.error is not None
+    assert run.error["tags"] == ["CallbackTimeout", "TimeoutError"]
+    published = run.published
     validator.validate(json.loads(published.data))
     parsed = parse_message_data(published.data, max_bytes=1 << 20)
     assert parsed.method == method
     assert json.loads(parsed.body or b"null") == payload
-
-
-def test_time_format_matches_the_documented_example() -> None:
-    # https://cloud.google.com/workflows/docs/reference/stdlib/time/format
-    assert workflows_time_format(1720788633) == "2024-07-12T12:50:33.000000Z"
-
-
-def test_evaluator_refuses_what_it_does_not_know() -> None:
-    with pytest.raises(UnsupportedExpression):
-        evaluate("${text.replace_all(a, b)}", {"a": "x", "b": "y"}, {})
-    with pytest.raises(UnsupportedExpression):
-        evaluate("${undefined_name}", {}, {})
 
 
 # -- the docs' copy of the subworkflow ------------------------------------------
