@@ -4,9 +4,11 @@
 #   (functions-framework) -> fake Workflows callback API, tokens from a fake
 #   metadata server. Runs one demo execution and prints every hop with its timing.
 # Usage: scripts/run-local.sh [--stay] [--no-emulator] [--payload JSON] [--timeout SECONDS]
-#   --stay         keep everything running after the demo, until Ctrl-C
+#   --stay         keep everything running after the demo (delivery too), until Ctrl-C,
+#                  and print a create-a-callback, publish, see-it-resumed sequence
 #   --no-emulator  skip Pub/Sub: POST the CloudEvent to the function directly
-# Ctrl-C at any point stops every process this script started.
+# Exit status: 0 the workflow returned RESUMED, 1 its execution failed (a CallbackError),
+# 2 it returned TIMED_OUT. Ctrl-C at any point stops every process this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +22,7 @@ while [[ $# -gt 0 ]]; do
         --no-emulator) no_emulator=true ;;
         --payload) payload="$2"; shift ;;
         --timeout) timeout="$2"; shift ;;
-        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -158,10 +160,39 @@ echo "== the relay function's log"
 grep -F '"outcome"' "$logs/function.log" || echo "(no outcome logged; see $logs/function.log)"
 
 if [[ $stay == true ]]; then
+    # The driver's forwarder stopped with it: keep delivering from the subscription.
+    if [[ -z $emulator_missing ]]; then
+        start forwarder "$py" -m harness.eventarc_forwarder \
+            --subscription "projects/$project/subscriptions/workflows-callback-relay-local" \
+            --topic "projects/$project/topics/workflows-callback-relay" --target "$function_url"
+        wait_for forwarder '^READY ' 30
+    fi
+    fake="http://$workflows_host/_fake"
     echo
-    echo "Still running; Ctrl-C stops everything. Publish another message with:"
-    # tools.publish checks the URL with the relay's policy: give it the relay's origin.
-    echo "  PUBSUB_EMULATOR_HOST=${PUBSUB_EMULATOR_HOST:-} WORKFLOWS_EMULATOR_HOST=$workflows_host $py -m tools.publish --topic workflows-callback-relay --project $project --url URL --payload '{}'"
+    echo "== still running; Ctrl-C stops everything. In another shell, in $PWD:"
+    cat <<EOF
+    # 1. an execution waiting on a callback, on the fake Workflows API
+    url=\$(curl -sS -X POST $fake/executions -d '{"workflow": "callback-relay-demo"}' | $py -c 'import json, sys; print(json.load(sys.stdin)["callback_url"])')
+EOF
+    if [[ -z $emulator_missing ]]; then
+        cat <<EOF
+    # 2. a worker publishes the result for that callback on the relay topic (tools.publish
+    #    checks the URL with the relay's policy: it needs the relay's WORKFLOWS_EMULATOR_HOST)
+    PUBSUB_EMULATOR_HOST=$PUBSUB_EMULATOR_HOST WORKFLOWS_EMULATOR_HOST=$workflows_host $py -m tools.publish --topic workflows-callback-relay --project $project --url "\$url" --payload '{"hello": "again"}'
+EOF
+    else
+        cat <<EOF
+    # 2. no emulator: POST the Eventarc CloudEvent for that message to the function
+    data=\$(printf '{"callback_url": "%s", "payload": {"hello": "again"}}' "\$url" | base64 | tr -d '\n')
+    curl -sS -o /dev/null -w 'function answered %{http_code}\n' -X POST $function_url -H 'Content-Type: application/json' -H 'ce-specversion: 1.0' -H 'ce-id: manual-1' -H 'ce-type: google.cloud.pubsub.topic.v1.messagePublished' -H 'ce-source: //pubsub.googleapis.com/projects/$project/topics/workflows-callback-relay' -d "{\"message\": {\"data\": \"\$data\", \"messageId\": \"manual-1\"}, \"subscription\": \"projects/$project/subscriptions/manual\"}"
+EOF
+    fi
+    cat <<EOF
+    # 3. the callback request that resumed the execution (408 after 30 s without one)
+    curl -sS -w '\n' -X POST $fake/await -d "{\"callback_url\": \"\$url\", \"timeout\": 30}"
+
+EOF
+    echo "The function's log: $logs/function.log"
     wait
 fi
 exit "$status"

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 HOPS = ["callback", "published", "delivered", "token", "callback", "resumed"]
 
 
+def script_env() -> dict[str, str]:
+    return child_env({"SKIP_VENV": "1"}, drop=("PUBSUB_EMULATOR_HOST",))
+
+
 def run_local(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(REPO / "scripts" / "run-local.sh"), *args],
         cwd=REPO,
-        env=child_env({"SKIP_VENV": "1"}, drop=("PUBSUB_EMULATOR_HOST",)),
+        env=script_env(),
         capture_output=True,
         text=True,
         timeout=180,
@@ -66,3 +77,171 @@ def test_run_local_with_the_emulator(emulator: PubSubEmulator) -> None:
 
     check_demo(result)
     assert "Eventarc CloudEvent for message" in result.stdout
+
+
+@pytest.mark.slow
+def test_run_local_exits_1_with_the_callback_error_when_the_step_fails() -> None:
+    # The relay sends the payload as the callback body: {"error": ...} fails the step.
+    result = run_local("--no-emulator", "--payload", '{"error": {"code": "X", "message": "m"}}')
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "workflow failed: CallbackError X: m" in result.stderr
+    assert '"outcome": "delivered"' in result.stdout
+
+
+# -- --stay: delivery keeps running and the printed sequence works -------------------
+
+
+class StayingScript:
+    """run-local.sh --stay in its own process group, its output collected as it comes."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            ["bash", str(REPO / "scripts" / "run-local.sh"), "--stay", *args],
+            cwd=REPO,
+            env=script_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # the test's Ctrl-C goes to this group only
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if line.startswith(prefix):
+                    return line
+            if self.process.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no line starting with {prefix!r}:\n{self.output}")
+
+    def printed_sequence(self) -> str:
+        """The indented commands printed after "== still running", as one script."""
+        start = next(i for i, line in enumerate(self.lines) if line.startswith("== still running"))
+        commands: list[str] = []
+        for line in self.lines[start + 1 :]:
+            if not line.startswith("    "):
+                break
+            commands.append(line[4:])
+        return "\n".join(commands)
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        """Ctrl-C, as a terminal sends it: SIGINT to the foreground process group."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        returncode = self.process.wait(timeout)
+        self.reader.join(timeout=5)
+        return returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(30)
+
+
+@contextlib.contextmanager
+def staying(*args: str) -> Iterator[StayingScript]:
+    script = StayingScript(*args)
+    try:
+        yield script
+    finally:
+        if script.process.poll() is None:
+            script.kill()
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that contain `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if text in cmdline:
+                found.append(cmdline)
+    return found
+
+
+def check_stay(script: StayingScript) -> str:
+    """Run the printed sequence, check the callback it resumed; return its output."""
+    script.wait_for_line("The function's log: ", timeout=180)
+    sequence = script.printed_sequence()
+    assert sequence.count("\n") >= 3, script.output
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", sequence],
+        cwd=REPO,
+        env=child_env(drop=("PUBSUB_EMULATOR_HOST",)),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert ran.returncode == 0, sequence + "\n" + ran.stdout + ran.stderr
+    # The last command prints the callback request that resumed the execution.
+    request = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert request["http_request"]["body"] == {"hello": "again"}
+    assert request["http_request"]["method"] == "POST"
+    return ran.stdout
+
+
+def check_everything_stopped(script: StayingScript) -> None:
+    output = script.output
+    assert "stopped; logs in" in output
+    function_port = re.search(r"relay function\s+http://127\.0\.0\.1:(\d+)/", output)
+    workflows = re.search(r"fake Workflows API\s+127\.0\.0\.1:(\d+)", output)
+    metadata = re.search(r"fake metadata server\s+127\.0\.0\.1:(\d+)", output)
+    assert function_port is not None, output
+    assert workflows is not None, output
+    assert metadata is not None, output
+    for match in (function_port, workflows, metadata):
+        assert not port_is_open("127.0.0.1", int(match[1])), match[0]
+    # The function (and the forwarder, which targets it) by their command lines.
+    assert processes_mentioning(f"127.0.0.1:{function_port[1]}/") == []
+    assert processes_mentioning(f"--port {function_port[1]}") == []
+    emulator = re.search(r"Pub/Sub emulator\s+(127\.0\.0\.1:\d+)", output)
+    if emulator is not None:
+        assert processes_mentioning(emulator[1]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+def test_run_local_stay_keeps_delivering_and_its_printed_sequence_resumes_a_callback(
+    emulator: PubSubEmulator,
+) -> None:
+    with staying() as script:
+        printed = check_stay(script)
+        # The message tools.publish sent went through the forwarder the script left running.
+        published = json.loads(printed.splitlines()[0])
+        log_path = Path(script.wait_for_line("The function's log: ", 1).split(": ", 1)[1])
+        outcomes = [
+            json.loads(line).get("outcome")
+            for line in log_path.read_text(encoding="utf-8").splitlines()
+            if line.startswith("{")
+            and json.loads(line).get("message_id") == published["message_id"]
+        ]
+        assert outcomes == ["delivered"]
+        assert script.interrupt() == 130
+    check_everything_stopped(script)
+
+
+@pytest.mark.slow
+def test_run_local_stay_without_the_emulator_prints_a_direct_cloudevent_sequence() -> None:
+    with staying("--no-emulator") as script:
+        assert "function answered 200" in check_stay(script)
+        assert "ce-type: google.cloud.pubsub.topic.v1.messagePublished" in script.printed_sequence()
+        assert script.interrupt() == 130
+    check_everything_stopped(script)
