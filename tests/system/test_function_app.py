@@ -281,12 +281,21 @@ def test_lasting_failure_asks_pubsub_to_redeliver(
 def test_slow_callback_times_out_and_is_redelivered(
     relay_env: Callable[..., None],
     workflows_api: FakeWorkflowsApi,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     relay_env(CALLBACK_READ_TIMEOUT_SECONDS="0.2", CALLBACK_RETRY_DEADLINE_SECONDS="1")
     client = make_client()
     url = workflows_api.create_callback(workflows_api.create_execution())
     workflows_api.fault_picker = lambda call: Fault(200, delay_seconds=0.5)
-    assert send_binary(client, events.message_data(url)) == 500
+    assert send_binary(client, events.message_data(url), "slow") == 500
+    # A crash gives 500 too: the log says the timeout was retried, then handed back on purpose.
+    lines = [e for e in log_lines(capsys) if e.get("message_id") == "slow"]
+    assert len(lines) == 1, "no outcome logged: the relay crashed instead of retrying"
+    (line,) = lines
+    assert (line["severity"], line["outcome"]) == ("WARNING", "redelivery_requested")
+    assert "timed out" in line["reason"]
+    assert line["attempts"] >= 2
+    assert len(workflows_api.calls) == line["attempts"]
 
 
 def test_permanent_4xx_is_acked_with_an_error(
