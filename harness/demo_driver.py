@@ -14,8 +14,10 @@ callback, read the body and build the result. Only the bindings are local:
 
 The bindings are wrapped to record the hops: callback created, published,
 delivered, token, callback call, resumed, function answer, and the workflow's own
-sys.log entries. Exit status: 0 when the workflow returns RESUMED, 2 when it
-returns TIMED_OUT, 1 when the execution fails (a CallbackError, for one).
+sys.log entries. Exit status: 0 when the workflow returns (RESUMED), 2 when its
+result's status is TIMED_OUT, 1 when the execution fails (a CallbackError, for one).
+--workflow runs another file (your copy of the subworkflow): its main gets the
+runtime argument {"payload", "timeout", "topic"}, as workflow.yaml's does.
 
     python -m harness.demo_driver --workflows-api 127.0.0.1:P1 --metadata 127.0.0.1:P2 \
         --function-url http://127.0.0.1:P3/ [--topic T --subscription S] --payload '{...}'
@@ -335,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("--- workflow result ---")
     print(json.dumps(result, indent=2, ensure_ascii=False))
     status = result.get("status") if isinstance(result, dict) else None
-    return 0 if status == "RESUMED" else 2
+    return 2 if status == "TIMED_OUT" else 0
 
 
 if __name__ == "__main__":

@@ -4,25 +4,30 @@
 #   (functions-framework) -> fake Workflows callback API, tokens from a fake
 #   metadata server. Runs one demo execution and prints every hop with its timing.
 # Usage: scripts/run-local.sh [--stay] [--no-emulator] [--payload JSON] [--timeout SECONDS]
+#                             [--workflow FILE]
 #   --stay         keep everything running after the demo (delivery too), until Ctrl-C,
 #                  and print a create-a-callback, publish, see-it-resumed sequence
 #   --no-emulator  skip Pub/Sub: POST the CloudEvent to the function directly
-# Exit status: 0 the workflow returned RESUMED, 1 its execution failed (a CallbackError),
+#   --workflow     run FILE (your copy of the subworkflow) instead of workflow.yaml
+# Exit status: 0 the workflow returned (RESUMED), 1 its execution failed (a CallbackError),
 # 2 it returned TIMED_OUT. Ctrl-C at any point stops every process this script started.
 set -euo pipefail
+caller_dir="$PWD"
 cd "$(dirname "$0")/.."
 
 stay=false
 no_emulator=false
 payload='{"greeting": "hello from scripts/run-local.sh"}'
 timeout=30
+workflow=workflow.yaml
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --stay) stay=true ;;
         --no-emulator) no_emulator=true ;;
         --payload) payload="$2"; shift ;;
         --timeout) timeout="$2"; shift ;;
-        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+        --workflow) workflow="$(cd "$caller_dir" && readlink -f "$2")"; shift ;;
+        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -124,7 +129,7 @@ echo "relay function         $function_url"
 
 driver_args=(--workflows-api "$workflows_host" --metadata "$metadata_host"
     --function-url "$function_url" --payload "$payload" --timeout "$timeout"
-    --project "$project")
+    --project "$project" --workflow "$workflow")
 emulator_missing=""
 if [[ $no_emulator == true ]]; then
     emulator_missing="--no-emulator"

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.ports import port_is_open
 from harness.processes import child_env
@@ -87,6 +88,39 @@ def test_run_local_exits_1_with_the_callback_error_when_the_step_fails() -> None
     assert result.returncode == 1, result.stdout + result.stderr
     assert "workflow failed: CallbackError X: m" in result.stderr
     assert '"outcome": "delivered"' in result.stdout
+
+
+_USER_MAIN = """
+main:
+  params: [args]
+  steps:
+    - wait:
+        call: await_via_pubsub
+        args:
+          topic: ${args.topic}
+          payload: ${args.payload}
+          timeout: ${args.timeout}
+        result: resumed
+    - done:
+        return:
+          status: "RESUMED"
+          my_order: ${resumed.body.order}
+"""
+
+
+@pytest.mark.slow
+def test_run_local_runs_a_users_copy_of_the_subworkflow(tmp_path: Path) -> None:
+    # A user's workflow: their own main, and await_via_pubsub copied unchanged.
+    workflow = yaml.safe_load((REPO / "workflow.yaml").read_text(encoding="utf-8"))
+    mine = yaml.safe_load(_USER_MAIN)
+    mine["await_via_pubsub"] = workflow["await_via_pubsub"]
+    path = tmp_path / "my-workflow.yaml"
+    path.write_text(yaml.safe_dump(mine, sort_keys=False), encoding="utf-8")
+
+    result = run_local("--no-emulator", "--workflow", str(path), "--payload", '{"order": 9}')
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"my_order": 9' in result.stdout
 
 
 # -- --stay: delivery keeps running and the printed sequence works -------------------
