@@ -117,7 +117,12 @@ workflows_host="$(ready_host workflows)"
 echo "fake Workflows API     $workflows_host"
 
 function_port="$(free_port)"
-start function env \
+# google.auth.default() tries GOOGLE_APPLICATION_CREDENTIALS and gcloud's application
+# default credentials before the metadata server: hide both, so that no real Google
+# token ever reaches the fake (an empty CLOUDSDK_CONFIG holds no credentials).
+# https://googleapis.dev/python/google-auth/latest/reference/google.auth.html
+mkdir -p "$logs/gcloud-config"
+start function env -u GOOGLE_APPLICATION_CREDENTIALS CLOUDSDK_CONFIG="$logs/gcloud-config" \
     GCE_METADATA_HOST="$metadata_host" GCE_METADATA_IP="$metadata_host" \
     WORKFLOWS_EMULATOR_HOST="$workflows_host" WORKERS=1 THREADS=4 \
     PYTHONPATH=function PYTHONUNBUFFERED=1 \
