@@ -55,8 +55,8 @@ def test_dry_run_prints_a_message_the_relay_parses(capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ({"callbackUrl": URL, "payload": {}}, "unknown field(s): callbackUrl"),
-        ({"callback_url": URL, "payloa": {}}, "unknown field(s): payloa"),
+        ({"callbackUrl": URL, "payload": {}}, "unknown field(s): 'callbackUrl'"),
+        ({"callback_url": URL, "payloa": {}}, "unknown field(s): 'payloa'"),
         ({"callback_url": URL, "result": 1}, "message_rejected (unknown_field)"),
         ({"callback_url": URL, "method": "post"}, "(invalid_method)"),
         ({"callback_url": URL, "method": "GET", "payload": {"a": 1}}, "(payload_not_allowed)"),

@@ -29,6 +29,7 @@ TEST_ONLY_MODULES = {
     "pytest-timeout": ["pytest_timeout"],
     "hypothesis": ["hypothesis"],
     "jsonschema": ["jsonschema"],
+    "rfc3339-validator": ["rfc3339_validator"],
     "PyYAML": ["yaml", "_yaml"],
     "trustme": ["trustme"],
     "ruff": ["ruff"],
@@ -118,4 +119,4 @@ def test_publish_dry_run_runs_without_test_packages() -> None:
     broken = json.dumps({"callbackUrl": URL})
     result = run_blocked(code, "--message-file", "-", "--dry-run", stdin=broken)
     assert result.returncode == 3
-    assert "unknown field(s): callbackUrl" in result.stderr
+    assert "unknown field(s): 'callbackUrl'" in result.stderr
