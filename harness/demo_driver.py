@@ -19,6 +19,13 @@ result's status is TIMED_OUT, 1 when the execution fails (a CallbackError, for o
 --workflow runs another file (your copy of the subworkflow): its main gets the
 runtime argument {"payload", "timeout", "topic"}, as workflow.yaml's does.
 
+--example worker runs examples/worker/ instead (needs the emulator): its workflow
+publishes a job on a jobs topic and waits; examples/worker/worker.py, started here
+as its own process, pulls the job, does the work and publishes the result on the
+relay topic, from which the forwarder delivers it to the function.
+--worker-mode fail makes the worker fail the step on purpose, broken makes it
+publish a message with a typo, which the relay fails fast.
+
     python -m harness.demo_driver --workflows-api 127.0.0.1:P1 --metadata 127.0.0.1:P2 \
         --function-url http://127.0.0.1:P3/ [--topic T --subscription S] --payload '{...}'
 """
@@ -32,6 +39,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +51,7 @@ import requests
 
 from harness.cloudevents import binary_cloudevent
 from harness.eventarc_forwarder import Delivery, EventarcForwarder
+from harness.processes import ManagedProcess, child_env
 from harness.workflow_bindings import (
     DEMO_WORKFLOW,
     WORKFLOW_YAML,
@@ -55,6 +64,9 @@ from harness.workflow_bindings import (
 from harness.workflow_interpreter import ExecutionFailed, LogEntry
 
 Publish = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+REPO = Path(__file__).resolve().parent.parent
+WORKER_EXAMPLE = REPO / "examples" / "worker"
+WORKER_WORKFLOW = "worker-example"
 
 
 @dataclasses.dataclass
@@ -247,6 +259,38 @@ def describe_failure(error: Any) -> str:
     return str(error)
 
 
+def start_worker(
+    project: str, subscription: str, relay_topic: str, mode: str, log_dir: Path
+) -> ManagedProcess:
+    """examples/worker/worker.py as its own process: one job, then it exits."""
+    argv = [
+        sys.executable,
+        str(WORKER_EXAMPLE / "worker.py"),
+        "--project",
+        project,
+        "--subscription",
+        subscription,
+        "--relay-topic",
+        relay_topic,
+        "--max-jobs",
+        "1",
+        "--idle-timeout",
+        "120",
+    ]
+    if mode != "work":
+        argv.append(f"--{mode}")
+    return ManagedProcess("worker", argv, log_dir / "worker.log", env=child_env()).start()
+
+
+def worker_hops(worker: ManagedProcess, trace: Trace) -> None:
+    """One "worker" hop per JSON line the worker printed, at the time it printed it."""
+    for line in worker.lines():
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            entry = json.loads(line)
+            fields = {k: v for k, v in entry.items() if k not in ("event", "at")}
+            trace.hop("worker", f"{entry['event']} {json.dumps(fields)}", at=float(entry["at"]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.demo_driver", description=__doc__)
     parser.add_argument("--workflows-api", required=True, help="fake Workflows API host:port")
@@ -258,12 +302,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--payload", default='{"greeting": "hello from the local demo"}')
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--workflow", type=Path, default=WORKFLOW_YAML, help="workflow file")
+    parser.add_argument(
+        "--example", choices=["worker"], help="run examples/worker/: workflow, jobs topic, worker"
+    )
+    parser.add_argument(
+        "--worker-mode",
+        choices=["work", "fail", "broken"],
+        default="work",
+        help="with --example worker: do the work, fail the step, or publish a broken message",
+    )
+    parser.add_argument("--log-dir", type=Path, help="where the worker's log goes")
     args = parser.parse_args(argv)
     payload = json.loads(args.payload)
     trace = Trace()
     callbacks = TracedCallbacks(HttpCallbacks(args.workflows_api), trace)
     tokens_before = token_requests(args.metadata)
     use_pubsub = bool(os.environ.get("PUBSUB_EMULATOR_HOST") and args.topic and args.subscription)
+    if args.example and not use_pubsub:
+        parser.error(
+            "--example worker needs the Pub/Sub emulator (PUBSUB_EMULATOR_HOST) and --topic"
+        )
+    worker: ManagedProcess | None = None
+    workflow, workflow_id = args.workflow, DEMO_WORKFLOW
+    arguments: dict[str, Any] = {"payload": payload, "timeout": args.timeout}
 
     with contextlib.ExitStack() as exits:
         if use_pubsub:
@@ -290,6 +351,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             connector = exits.enter_context(PubSubConnector.connect())
             publish = traced_publish(connector, trace)
             topic = args.topic
+            if args.example == "worker":
+                # The job goes to the worker, not to the relay: a topic of its own.
+                jobs_topic = f"projects/{args.project}/topics/{WORKER_WORKFLOW}-jobs"
+                jobs_subscription = f"projects/{args.project}/subscriptions/{WORKER_WORKFLOW}-jobs"
+                with contextlib.suppress(api_exceptions.AlreadyExists):
+                    publisher.create_topic(name=jobs_topic)
+                with contextlib.suppress(api_exceptions.AlreadyExists):
+                    subscriber.create_subscription(name=jobs_subscription, topic=jobs_topic)
+                log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="worker-example-"))
+                worker = start_worker(
+                    args.project, jobs_subscription, args.topic, args.worker_mode, log_dir
+                )
+                exits.callback(worker.stop)
+                workflow, workflow_id = WORKER_EXAMPLE / "workflow.yaml", WORKER_WORKFLOW
+                arguments = {"job": payload, "timeout": args.timeout, "jobs_topic": jobs_topic}
         else:
             publish = traced_publish(
                 direct_delivery(args.function_url, trace),
@@ -302,19 +378,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure: ExecutionFailed | None = None
         result: Any = None
         try:
+            if args.example is None:
+                arguments["topic"] = topic
             result = run_on_fakes(
-                args.workflow,
-                {"payload": payload, "timeout": args.timeout, "topic": topic},
+                workflow,
+                arguments,
                 callbacks=callbacks,
                 publish=publish,
-                workflow_id=DEMO_WORKFLOW,
+                workflow_id=workflow_id,
                 project_id=args.project,
                 log=traced_log(trace),
             )
         except ExecutionFailed as exc:
             failure = exc
         # The function answers its delivery after the callback call returns.
-        trace.wait_for("function", trace.names().count("published"), timeout=5)
+        expected_answers = 1 if worker is not None else trace.names().count("published")
+        trace.wait_for("function", expected_answers, timeout=5)
+        if worker is not None:
+            worker.wait_for_line(r'"event"', timeout=5)
+            worker_hops(worker, trace)
 
     calls: list[dict[str, Any]] = []
     for url in callbacks.urls:

@@ -4,11 +4,14 @@
 #   (functions-framework) -> fake Workflows callback API, tokens from a fake
 #   metadata server. Runs one demo execution and prints every hop with its timing.
 # Usage: scripts/run-local.sh [--stay] [--no-emulator] [--payload JSON] [--timeout SECONDS]
-#                             [--workflow FILE]
+#                             [--workflow FILE] [--example worker [--worker-mode MODE]]
 #   --stay         keep everything running after the demo (delivery too), until Ctrl-C,
 #                  and print a create-a-callback, publish, see-it-resumed sequence
 #   --no-emulator  skip Pub/Sub: POST the CloudEvent to the function directly
 #   --workflow     run FILE (your copy of the subworkflow) instead of workflow.yaml
+#   --example worker  run examples/worker/: the workflow publishes a job, worker.py does
+#                  it and publishes the result to the relay topic (needs the emulator);
+#                  --worker-mode fail|broken: fail the step on purpose, or a broken message
 # Exit status: 0 the workflow returned (RESUMED), 1 its execution failed (a CallbackError),
 # 2 it returned TIMED_OUT. Ctrl-C at any point stops every process this script started.
 set -euo pipefail
@@ -17,9 +20,11 @@ cd "$(dirname "$0")/.."
 
 stay=false
 no_emulator=false
-payload='{"greeting": "hello from scripts/run-local.sh"}'
+payload=""
 timeout=30
 workflow=workflow.yaml
+example=""
+worker_mode=work
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --stay) stay=true ;;
@@ -27,7 +32,9 @@ while [[ $# -gt 0 ]]; do
         --payload) payload="$2"; shift ;;
         --timeout) timeout="$2"; shift ;;
         --workflow) workflow="$(cd "$caller_dir" && readlink -f "$2")"; shift ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        --example) example="$2"; shift ;;
+        --worker-mode) worker_mode="$2"; shift ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -133,8 +140,16 @@ function_url="http://127.0.0.1:$function_port/"
 echo "relay function         $function_url"
 
 driver_args=(--workflows-api "$workflows_host" --metadata "$metadata_host"
-    --function-url "$function_url" --payload "$payload" --timeout "$timeout"
+    --function-url "$function_url" --timeout "$timeout"
     --project "$project" --workflow "$workflow")
+if [[ -z $example ]]; then
+    driver_args+=(--payload "${payload:-"{\"greeting\": \"hello from scripts/run-local.sh\"}"}")
+fi
+if [[ -n $example ]]; then
+    # The worker's job is {"text": ...}: it counts the words and upper-cases them.
+    driver_args+=(--payload "${payload:-"{\"text\": \"hello from the worker example\"}"}")
+    driver_args+=(--example "$example" --worker-mode "$worker_mode" --log-dir "$logs")
+fi
 emulator_missing=""
 if [[ $no_emulator == true ]]; then
     emulator_missing="--no-emulator"
@@ -154,6 +169,9 @@ if [[ -z $emulator_missing ]]; then
     echo "Pub/Sub emulator       $PUBSUB_EMULATOR_HOST"
     driver_args+=(--topic "projects/$project/topics/workflows-callback-relay"
         --subscription "projects/$project/subscriptions/workflows-callback-relay-local")
+elif [[ -n $example ]]; then
+    echo "--example $example needs the Pub/Sub emulator, which is not available ($emulator_missing)" >&2
+    exit 2
 else
     unset PUBSUB_EMULATOR_HOST
     echo "Pub/Sub emulator       not available ($emulator_missing):"
@@ -161,7 +179,11 @@ else
 fi
 
 echo
-echo "== demo execution (workflow.yaml, run by the local Workflows interpreter)"
+if [[ -n $example ]]; then
+    echo "== examples/$example (its workflow.yaml, run by the local Workflows interpreter; worker.py --$worker_mode)"
+else
+    echo "== demo execution (workflow.yaml, run by the local Workflows interpreter)"
+fi
 status=0
 "$py" -m harness.demo_driver "${driver_args[@]}" || status=$?
 

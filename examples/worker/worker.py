@@ -118,7 +118,8 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def log(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}, ensure_ascii=False), flush=True)
+    line = {"event": event, "at": round(time.time(), 3), **fields}
+    print(json.dumps(line, ensure_ascii=False), flush=True)
 
 
 class Worker:
