@@ -27,6 +27,8 @@ URL = (
 TEST_ONLY_MODULES = {
     "pytest": ["pytest", "_pytest", "py"],
     "pytest-timeout": ["pytest_timeout"],
+    "pytest-xdist": ["xdist"],
+    "execnet": ["execnet"],
     "hypothesis": ["hypothesis"],
     "jsonschema": ["jsonschema"],
     "rfc3339-validator": ["rfc3339_validator"],
