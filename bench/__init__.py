@@ -1,1 +1,1 @@
-"""Benchmark and fault-injection soak of the relay (dev only; see the README)."""
+"""Benchmark and fault-injection soak of the relay (dev only; see docs/performance.md)."""

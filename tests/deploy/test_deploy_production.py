@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from tests.deploy.deploy_runner import (
     PROJECT_NUMBER,
     PUBSUB_AGENT,
     REGION,
+    REPO,
     TRIGGER_SA,
     Call,
     FakeCloud,
@@ -439,3 +442,34 @@ def test_destroy_removes_the_production_extras(production: FakeCloud) -> None:
     # The user's own accounts are theirs: left alone.
     assert {WORKER.split(":")[1], CALLER.split(":")[1]} <= set(state["service_accounts"])
     assert json.dumps(state["iam"]).count(WORKER) == 0  # went with the topic
+
+
+def readme_deploy_commands() -> list[list[str]]:
+    """The ./deploy.sh lines of the README's Deploy section, as argument lists."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Deploy", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)
+    joined = block.replace("\\\n", " ")
+    commands = []
+    for line in joined.splitlines():
+        words = [w for w in shlex.split(line.split("#", 1)[0]) if w != "..."]
+        if words and words[0] == "./deploy.sh":
+            commands.append(words[1:])
+    return commands
+
+
+def test_the_readme_deploy_commands_run_as_printed(tmp_path: Path) -> None:
+    # The README's project is a placeholder: the fake project stands in for it.
+    commands = [
+        [word.replace("my-project", PROJECT) for word in command]
+        for command in readme_deploy_commands()
+    ]
+    assert len(commands) == 2
+    channel = f"projects/{PROJECT}/notificationChannels/1234567890"
+    cloud = FakeCloud(tmp_path, project_with_users({"notification_channels": [channel]}))
+    deployed = cloud.deploy(*commands[0])
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    # "--status ...": with the flags it was deployed with.
+    assert commands[1][-1] == "--status"
+    status = cloud.deploy(*commands[0], "--status")
+    assert status.returncode == 0, status.stdout + status.stderr

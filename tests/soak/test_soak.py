@@ -2,7 +2,7 @@
 
 A few hundred messages with every fault kind at raised rates, a worker killed,
 the function killed and restarted, token failures, duplicates and poison.
-The full soak is ``python -m bench.soak`` (see the README, "Performance and reliability, measured").
+The full soak is ``python -m bench.soak`` (see docs/performance.md).
 """
 
 from __future__ import annotations
