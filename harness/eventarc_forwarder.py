@@ -31,6 +31,7 @@ from typing import Any
 import requests
 
 from harness.cloudevents import pulled_cloudevent
+from harness.thread_sessions import ThreadSessions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +74,7 @@ class EventarcForwarder:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._sessions = ThreadSessions()
         self._lock = threading.Lock()
         self._pool = (
             concurrent.futures.ThreadPoolExecutor(concurrency, "forward")
@@ -94,10 +94,7 @@ class EventarcForwarder:
             self._thread.join(timeout=timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        # Idle keep-alive connections would hold up the function's graceful shutdown.
-        with self._lock:
-            for session in self._sessions:
-                session.close()
+        self._sessions.close()
 
     def __enter__(self) -> EventarcForwarder:
         return self.start()
@@ -134,16 +131,6 @@ class EventarcForwarder:
                 else:
                     self._pool.submit(self._forward, item)
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
     def _forward(self, item: Any) -> None:
         try:
             self._forward_one(item)
@@ -158,13 +145,13 @@ class EventarcForwarder:
         started = time.monotonic()
         sent_at = time.time()
         try:
-            reply = self._session().post(
+            reply = self._sessions.get().post(
                 self.target_url, data=body, headers=headers, timeout=self.request_timeout
             )
             status = reply.status_code
         except requests.RequestException as exc:
             status = -1
-            self._local.session = None
+            self._sessions.discard()
             self._record_error(f"post: {type(exc).__name__}: {exc}")
         delivery = Delivery(
             message.message_id,

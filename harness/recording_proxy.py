@@ -17,6 +17,7 @@ import time
 import requests
 
 from harness.loopback_server import LoopbackServer, QuietHandler
+from harness.thread_sessions import ThreadSessions
 
 # Hop-by-hop and framing headers: the proxy's own HTTP stack sets these.
 _SKIPPED = frozenset({"connection", "content-length", "host", "transfer-encoding", "keep-alive"})
@@ -40,30 +41,16 @@ class RecordingProxy(LoopbackServer):
         self.timeout = timeout
         self.requests: list[ProxiedRequest] = []
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._sessions = ThreadSessions()
         super().__init__(self._handler())
 
     def stop(self) -> None:
         super().stop()
-        # Idle keep-alive connections would hold up the function's graceful shutdown.
-        with self._lock:
-            for session in self._sessions:
-                session.close()
+        self._sessions.close()
 
     def snapshot(self) -> list[ProxiedRequest]:
         with self._lock:
             return list(self.requests)
-
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         proxy = self
@@ -76,7 +63,7 @@ class RecordingProxy(LoopbackServer):
                 received_at = time.time()
                 started = time.monotonic()
                 try:
-                    reply = proxy._session().post(
+                    reply = proxy._sessions.get().post(
                         proxy.target_origin + self.path,
                         data=body,
                         headers=headers,
