@@ -24,7 +24,12 @@ import urllib3.exceptions
 
 from callback_relay.access_token import AccessTokenProvider
 from callback_relay.attempt_deadline import DeadlineAdapter, DeadlineWatchdog
-from callback_relay.callback_response import Classification, Kind, classify_response
+from callback_relay.callback_response import (
+    Classification,
+    DeliveryResult,
+    Kind,
+    classify_response,
+)
 from callback_relay.errors import DeliveryDeferred, TokenUnavailable
 from callback_relay.response_body import (
     ACCEPT_ENCODING,
@@ -54,13 +59,6 @@ def build_session(pool_size: int, ca_bundle: str | None = None) -> requests.Sess
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
-
-
-@dataclasses.dataclass(frozen=True)
-class DeliveryResult:
-    classification: Classification
-    attempts: int
-    latency_ms: float
 
 
 @dataclasses.dataclass

@@ -73,6 +73,15 @@ class Classification:
     error_excerpt: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class DeliveryResult:
+    """The final classification of one delivery, after its attempts."""
+
+    classification: Classification
+    attempts: int
+    latency_ms: float
+
+
 def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
     """Seconds to wait, in [0, MAX_RETRY_AFTER_SECONDS], or None for anything unreadable."""
     if not value:

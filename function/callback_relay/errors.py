@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from callback_relay.outcomes import Outcome, Reason
 
 if TYPE_CHECKING:
-    from callback_relay.callback_client import DeliveryResult
+    from callback_relay.callback_response import DeliveryResult
 
 
 class Rejection(ValueError):

@@ -23,8 +23,8 @@ from typing import Any
 
 from callback_relay import structured_log
 from callback_relay.access_token import AccessTokenProvider
-from callback_relay.callback_client import CallbackClient, DeliveryResult, build_session
-from callback_relay.callback_response import Kind
+from callback_relay.callback_client import CallbackClient, build_session
+from callback_relay.callback_response import DeliveryResult, Kind
 from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
 from callback_relay.config import Settings, load_settings
 from callback_relay.errors import (
