@@ -24,16 +24,15 @@ def publish_message(
     ordering_key: str = "",
     timeout: float = 30.0,
 ) -> str:
-    """Publish one message through ``publisher`` (a ``pubsub_v1.PublisherClient``).
+    """Publish one message through ``publisher``, a generated ``google.pubsub_v1.PublisherClient``
+    (it honours PUBSUB_EMULATOR_HOST).
 
     Returns the server-assigned message id. The generated client's ``publish``
     retries transient errors within ``timeout`` seconds.
     """
-    from google.cloud import pubsub_v1
+    from google.pubsub_v1 import PubsubMessage
 
-    message = pubsub_v1.types.PubsubMessage(
-        data=data, attributes=dict(attributes or {}), ordering_key=ordering_key
-    )
-    response = publisher.api.publish(topic=topic, messages=[message], timeout=timeout)
+    message = PubsubMessage(data=data, attributes=dict(attributes or {}), ordering_key=ordering_key)
+    response = publisher.publish(topic=topic, messages=[message], timeout=timeout)
     (message_id,) = response.message_ids
     return str(message_id)

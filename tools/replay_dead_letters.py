@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, TextIO
 
+from tools.pubsub_publisher import publish_message
+
 PROJECT_ENV_VARS = ("PUBSUB_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
 
 # Attributes Pub/Sub adds to a message it forwards to a dead-letter topic.
@@ -400,21 +402,15 @@ class DeadLetterReplay:
             outcome.action = "would_replay"
             outcome.reason = source_problem
             return
-        from google.pubsub_v1 import PubsubMessage
-
         try:
-            response = self.publisher.publish(
-                topic=self.settings.target,
-                messages=[
-                    PubsubMessage(
-                        data=message.data,
-                        attributes=new_attributes,
-                        ordering_key=message.ordering_key,
-                    )
-                ],
+            new_id = publish_message(
+                self.publisher,
+                self.settings.target,
+                message.data,
+                new_attributes,
+                ordering_key=message.ordering_key,
                 timeout=self.settings.publish_timeout,
             )
-            (new_id,) = response.message_ids
         except Exception as exc:  # noqa: BLE001 - any failure leaves this one message behind
             outcome.reason = f"publish failed: {type(exc).__name__}: {exc}"
             return
