@@ -16,6 +16,7 @@ from typing import Any
 import flask.testing
 import pytest
 
+from harness import cloudevents as events
 from harness.attacker_server import AttackerServer
 from harness.fake_workflows_api import FakeWorkflowsApi
 from tests.system.test_function_app import log_lines, make_client, send_binary
@@ -24,10 +25,6 @@ from tests.system.test_function_app import log_lines, make_client, send_binary
 @pytest.fixture
 def client(relay_env: Callable[..., None]) -> flask.testing.FlaskClient:
     return make_client()
-
-
-def broken(url: str, **fields: Any) -> bytes:
-    return json.dumps({"callback_url": url, **fields}).encode()
 
 
 @pytest.mark.parametrize(
@@ -48,7 +45,7 @@ def test_a_broken_message_fails_the_waiting_step_at_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = workflows_api.create_callback(workflows_api.create_execution())
-    data = broken(url, **fields)
+    data = events.message_data(url, **fields)
     assert send_binary(client, data, "ff-1") == 200
     request = workflows_api.await_callback(url, timeout=2)["http_request"]
     error = request["body"]["error"]
@@ -74,7 +71,7 @@ def test_non_strict_json_and_oversized_messages_fail_fast_too(
     nan_url = workflows_api.create_callback(workflows_api.create_execution())
     big_url = workflows_api.create_callback(workflows_api.create_execution())
     send_binary(client, f'{{"callback_url": "{nan_url}", "payload": NaN}}'.encode(), "nan")
-    send_binary(client, broken(big_url, payload="x" * 5000), "big")
+    send_binary(client, events.message_data(big_url, payload="x" * 5000), "big")
     nan = workflows_api.await_callback(nan_url, 2)["http_request"]["body"]["error"]
     big = workflows_api.await_callback(big_url, 2)["http_request"]["body"]["error"]
     assert nan["details"]["reason"] == "not_strict_json"
@@ -87,7 +84,7 @@ def test_the_error_uses_the_callbacks_method(
     method: str, client: flask.testing.FlaskClient, workflows_api: FakeWorkflowsApi
 ) -> None:
     url = workflows_api.create_callback(workflows_api.create_execution(), method=method)
-    assert send_binary(client, broken(url, method=method, colour="red")) == 200
+    assert send_binary(client, events.message_data(url, method=method, colour="red")) == 200
     request = workflows_api.await_callback(url, 2)["http_request"]
     assert request["method"] == method
     assert request["body"]["error"]["details"]["reason"] == "unknown_field"
@@ -110,7 +107,7 @@ def test_methods_without_a_reliable_body_are_rejected_as_before(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = workflows_api.create_callback(workflows_api.create_execution(), method=method)
-    assert send_binary(client, broken(url, method=method, **fields)) == 200
+    assert send_binary(client, events.message_data(url, method=method, **fields)) == 200
     assert workflows_api.calls == []
     (line,) = log_lines(capsys)
     assert line["outcome"] == "message_rejected"
@@ -142,7 +139,7 @@ def test_a_refused_url_is_never_called(
         evil = f"http://127.0.0.1:{attacker.port}{path}"
         cases: list[dict[str, Any]] = [{"colour": "red"}, {"payload": float("nan")}]
         for i, fields in enumerate(cases):
-            assert send_binary(client, broken(evil, **fields), f"evil-{i}") == 200
+            assert send_binary(client, events.message_data(evil, **fields), f"evil-{i}") == 200
         # The deliveries above are synchronous: anything sent has arrived by now.
         assert attacker.received == []
     assert workflows_api.calls == []
@@ -159,7 +156,7 @@ def test_allowed_workflows_applies_to_fail_fast(
     relay_env(ALLOWED_WORKFLOWS="projects/test-project/locations/*/workflows/allowed")
     client = make_client()
     other = workflows_api.create_callback(workflows_api.create_execution("other"))
-    assert send_binary(client, broken(other, colour="red")) == 200
+    assert send_binary(client, events.message_data(other, colour="red")) == 200
     assert workflows_api.calls == []
     (line,) = log_lines(capsys)
     assert line["fail_fast"] == "not attempted: workflow_not_allowed"
@@ -173,7 +170,7 @@ def test_fail_fast_can_be_turned_off(
     relay_env(FAIL_FAST_INVALID_MESSAGES="false")
     client = make_client()
     url = workflows_api.create_callback(workflows_api.create_execution())
-    assert send_binary(client, broken(url, colour="red")) == 200
+    assert send_binary(client, events.message_data(url, colour="red")) == 200
     assert workflows_api.calls == []
     (line,) = log_lines(capsys)
     assert line["outcome"] == "message_rejected"
@@ -186,7 +183,7 @@ def test_metadata_is_logged_and_never_sent(
 ) -> None:
     url = workflows_api.create_callback(workflows_api.create_execution())
     metadata = {"job": "j-1", "worker": {"lang": "node", "version": 20}}
-    assert send_binary(client, broken(url, payload={"r": 1}, metadata=metadata)) == 200
+    assert send_binary(client, events.message_data(url, payload={"r": 1}, metadata=metadata)) == 200
     request = workflows_api.await_callback(url, 2)["http_request"]
     assert request["body"] == {"r": 1}
     (line,) = log_lines(capsys)
@@ -199,7 +196,7 @@ def test_large_metadata_is_logged_as_its_digest(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = workflows_api.create_callback(workflows_api.create_execution())
-    assert send_binary(client, broken(url, metadata={"blob": "x" * 10_000})) == 200
+    assert send_binary(client, events.message_data(url, metadata={"blob": "x" * 10_000})) == 200
     (line,) = log_lines(capsys)
     assert line["metadata"]["truncated"] is True
     assert line["metadata"]["bytes"] > 10_000
@@ -210,7 +207,9 @@ def test_relay_http_answers_422_failed_fast(
 ) -> None:
     http = make_client("relay_http", "http")
     url = workflows_api.create_callback(workflows_api.create_execution())
-    reply = http.post("/", data=broken(url, colour="red"), headers={"Idempotency-Key": "h-1"})
+    reply = http.post(
+        "/", data=events.message_data(url, colour="red"), headers={"Idempotency-Key": "h-1"}
+    )
     assert reply.status_code == 422
     assert reply.json
     assert reply.json["outcome"] == "failed_fast"
