@@ -43,6 +43,20 @@ def _subscription_path(emulator: PubSubEmulator, subscription: str) -> str:
     return emulator.subscription_path(subscription)
 
 
+def _pull_batch(subscriber: Any, path: str, max_messages: int, deadline: float) -> list[Any]:
+    """One pull that ends by `deadline` (at most 3 s); nothing when the pull timed out."""
+    from google.api_core import exceptions as api_exceptions
+
+    try:
+        response = subscriber.pull(
+            request={"subscription": path, "max_messages": max_messages},
+            timeout=max(0.5, min(3.0, deadline - time.monotonic())),
+        )
+    except api_exceptions.DeadlineExceeded:
+        return []
+    return list(response.received_messages)
+
+
 def pull(
     emulator: PubSubEmulator,
     subscription: str,
@@ -54,22 +68,13 @@ def pull(
 
     With ack=False the messages are nacked, so they stay on the subscription.
     """
-    from google.api_core import exceptions as api_exceptions
-
     path = _subscription_path(emulator, subscription)
     subscriber = emulator.subscriber()
     received: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
         while len(received) < expected and time.monotonic() < deadline:
-            try:
-                response = subscriber.pull(
-                    request={"subscription": path, "max_messages": 10},
-                    timeout=max(0.5, min(3.0, deadline - time.monotonic())),
-                )
-            except api_exceptions.DeadlineExceeded:
-                continue
-            batch = list(response.received_messages)
+            batch = _pull_batch(subscriber, path, 10, deadline)
             if batch:
                 ack_ids = [m.ack_id for m in batch]
                 if ack:
@@ -116,8 +121,6 @@ def remaining(
     subscription is left as it was. Use the minimum ack deadline, 10 s, on test
     subscriptions to keep this short.
     """
-    from google.api_core import exceptions as api_exceptions
-
     path = _subscription_path(emulator, subscription)
     wait = ack_deadline_seconds(emulator, subscription) + grace if within is None else within
     deadline = time.monotonic() + wait
@@ -125,14 +128,7 @@ def remaining(
     found: dict[str, Any] = {}
     try:
         while time.monotonic() < deadline:
-            try:
-                response = subscriber.pull(
-                    request={"subscription": path, "max_messages": 100},
-                    timeout=max(0.5, min(3.0, deadline - time.monotonic())),
-                )
-            except api_exceptions.DeadlineExceeded:
-                continue
-            batch = list(response.received_messages)
+            batch = _pull_batch(subscriber, path, 100, deadline)
             if batch:
                 subscriber.modify_ack_deadline(
                     request={
@@ -177,8 +173,6 @@ def dead_letter(
     max_delivery_attempts, on a later pull; the forwarded copy carries the
     CloudPubSubDeadLetter* attributes, as in production.
     """
-    from google.api_core import exceptions as api_exceptions
-
     path = _subscription_path(emulator, subscription)
     subscriber = emulator.subscriber()
     seen: set[str] = set()
@@ -189,13 +183,7 @@ def dead_letter(
         while len(seen) < expected or gone_quiet < 2:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{subscription}: {len(seen)}/{expected} messages seen")
-            try:
-                response = subscriber.pull(
-                    request={"subscription": path, "max_messages": 100}, timeout=2
-                )
-                batch = list(response.received_messages)
-            except api_exceptions.DeadlineExceeded:
-                batch = []
+            batch = _pull_batch(subscriber, path, 100, time.monotonic() + 2)
             if not batch:
                 gone_quiet += 1
                 continue
