@@ -38,29 +38,12 @@ from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
 from callback_relay.config import load_settings
 from callback_relay.errors import ConfigError, Rejection
 from callback_relay.message import CALLBACK_METHODS, CallbackMessage, parse_message_data
+from tools.pubsub_names import default_project, resource_path
 from tools.pubsub_publisher import publish_message
 
-PROJECT_ENV_VARS = ("PUBSUB_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
 EXIT_PUBLISH_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
-
-
-def topic_path(topic: str, project: str | None) -> str:
-    """Accept a topic id or a full projects/P/topics/T name."""
-    if topic.startswith("projects/"):
-        parts = topic.split("/")
-        if len(parts) != 4 or parts[2] != "topics" or not parts[1] or not parts[3]:
-            raise ValueError(f"{topic!r} is not projects/PROJECT/topics/TOPIC")
-        return topic
-    if "/" in topic or not topic:
-        raise ValueError(f"{topic!r} is not a topic id")
-    if not project:
-        raise ValueError(
-            f"topic {topic!r} needs a project: pass --project or set one of"
-            f" {', '.join(PROJECT_ENV_VARS)}"
-        )
-    return f"projects/{project}/topics/{topic}"
 
 
 def build_message(
@@ -224,10 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.topic is not None or not args.dry_run:
             if args.topic is None:
                 parser.error("--topic is required to publish")
-            project = args.project or next(
-                (os.environ[name] for name in PROJECT_ENV_VARS if os.environ.get(name)), None
-            )
-            topic = topic_path(args.topic, project)
+            topic = resource_path("topics", args.topic, default_project(args.project))
     except ValueError as exc:
         parser.error(str(exc))
     try:

@@ -44,9 +44,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, TextIO
 
+from tools.pubsub_names import default_project, resource_path
 from tools.pubsub_publisher import publish_message
-
-PROJECT_ENV_VARS = ("PUBSUB_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
 
 # Attributes Pub/Sub adds to a message it forwards to a dead-letter topic.
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
@@ -132,20 +131,6 @@ class ReplayReport:
 NOT_SELECTED = "not selected by --message-id"
 SKIPPED = "skipped by --skip-message-id"
 SKIPPED_REASONS = (NOT_SELECTED, SKIPPED)
-
-
-def resource_path(kind: str, name: str, project: str | None) -> str:
-    """projects/P/<kind>/<name> from a short id, or the full name unchanged."""
-    if name.startswith("projects/"):
-        parts = name.split("/")
-        if len(parts) != 4 or parts[2] != kind or not parts[1] or not parts[3]:
-            raise ValueError(f"{name!r} is not projects/PROJECT/{kind}/NAME")
-        return name
-    if not name or "/" in name:
-        raise ValueError(f"{name!r} is not a {kind[:-1]} id")
-    if not project:
-        raise ValueError(f"{name!r} needs a project: pass --project or set {PROJECT_ENV_VARS[0]}")
-    return f"projects/{project}/{kind}/{name}"
 
 
 def _snake(camel: str) -> str:
@@ -562,9 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.max_messages, args.batch_size, args.empty_pulls) < 1 or args.max_seconds <= 0:
         parser.error("--max-messages, --batch-size, --empty-pulls, --max-seconds must be > 0")
-    project = args.project or next(
-        (os.environ[name] for name in PROJECT_ENV_VARS if os.environ.get(name)), None
-    )
+    project = default_project(args.project)
     try:
         subscription = resource_path("subscriptions", args.subscription, project)
         topic = resource_path("topics", args.topic, project) if args.topic else ""
