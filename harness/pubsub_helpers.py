@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,51 +96,41 @@ def pull(
     return received
 
 
-def ack_deadline_seconds(emulator: PubSubEmulator, subscription: str) -> int:
-    subscriber = emulator.subscriber()
-    try:
-        found = subscriber.get_subscription(
-            request={"subscription": _subscription_path(emulator, subscription)}
+def _pull_now(subscriber: Any, path: str) -> list[Any]:
+    """What the subscription hands out at this moment, without waiting for more.
+
+    return_immediately is deprecated for production subscribers (they should wait
+    for messages) but still honoured; here an empty answer must mean "nothing is
+    available now", not "nothing arrived before a timeout".
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        response = subscriber.pull(
+            request={"subscription": path, "max_messages": 1000, "return_immediately": True},
+            timeout=30,
         )
-        return int(found.ack_deadline_seconds)
-    finally:
-        subscriber.close()
+    return list(response.received_messages)
 
 
-def remaining(
-    emulator: PubSubEmulator,
-    subscription: str,
-    grace: float = 3.0,
-    within: float | None = None,
-) -> list[Any]:
-    """Every distinct message on the subscription, counting ones leased and never acked.
+def available_now(emulator: PubSubEmulator, subscription: str) -> list[Any]:
+    """Every message a subscriber could pull right now: not the ones leased by someone
+    who neither acked nor nacked them (remaining() counts those too).
 
-    A message someone pulled and neither acked nor nacked is invisible until its
-    ack deadline passes (https://cloud.google.com/pubsub/docs/lease-management),
-    so this pulls until the subscription's ack deadline plus `grace` has passed
-    (or only for `within` seconds, to see what is available at once).
-    Each message found is held meanwhile (so it is counted once), then nacked: the
-    subscription is left as it was. Use the minimum ack deadline, 10 s, on test
-    subscriptions to keep this short.
+    Each is held while counting, so it is counted once, then nacked: it stays.
     """
     path = _subscription_path(emulator, subscription)
-    wait = ack_deadline_seconds(emulator, subscription) + grace if within is None else within
-    deadline = time.monotonic() + wait
     subscriber = emulator.subscriber()
     found: dict[str, Any] = {}
     try:
-        while time.monotonic() < deadline:
-            batch = _pull_batch(subscriber, path, 100, deadline)
-            if batch:
-                subscriber.modify_ack_deadline(
-                    request={
-                        "subscription": path,
-                        "ack_ids": [m.ack_id for m in batch],
-                        "ack_deadline_seconds": 60,
-                    }
-                )
-            for item in batch:
-                found[item.message.message_id] = item
+        while batch := _pull_now(subscriber, path):
+            subscriber.modify_ack_deadline(
+                request={
+                    "subscription": path,
+                    "ack_ids": [m.ack_id for m in batch],
+                    "ack_deadline_seconds": 60,
+                }
+            )
+            found.update((m.message.message_id, m) for m in batch)
         if found:
             subscriber.modify_ack_deadline(
                 request={
@@ -147,6 +139,40 @@ def remaining(
                     "ack_deadline_seconds": 0,
                 }
             )
+    finally:
+        subscriber.close()
+    return list(found.values())
+
+
+def remaining(emulator: PubSubEmulator, subscription: str) -> list[Any]:
+    """Every message not yet acknowledged on the subscription, counting ones leased
+    and never acked or nacked, and ones an ordering key holds back. At once.
+
+    A snapshot records the subscription's acknowledgment state, in which a leased
+    message is unacknowledged; seeking to the snapshot sets that state back
+    (https://cloud.google.com/pubsub/docs/replay-overview). So: snapshot, seek to it
+    (which frees leased messages), pull and ack everything, seek back. The
+    subscription keeps every message it had, with any leases dropped: the messages
+    are deliverable again at once. Call it only while nobody else reads the
+    subscription.
+    """
+    path = _subscription_path(emulator, subscription)
+    snapshot = f"projects/{emulator.project}/snapshots/remaining-{uuid.uuid4().hex}"
+    subscriber = emulator.subscriber()
+    found: dict[str, Any] = {}
+    try:
+        subscriber.create_snapshot(request={"name": snapshot, "subscription": path})
+        try:
+            # Seeking drops the leases: leased messages are delivered to us too.
+            subscriber.seek(request={"subscription": path, "snapshot": snapshot})
+            while batch := _pull_now(subscriber, path):
+                subscriber.acknowledge(
+                    request={"subscription": path, "ack_ids": [m.ack_id for m in batch]}
+                )
+                found.update((m.message.message_id, m) for m in batch)
+        finally:
+            subscriber.seek(request={"subscription": path, "snapshot": snapshot})
+            subscriber.delete_snapshot(request={"snapshot": snapshot})
     finally:
         subscriber.close()
     return list(found.values())
@@ -176,29 +202,32 @@ def dead_letter(
     path = _subscription_path(emulator, subscription)
     subscriber = emulator.subscriber()
     seen: set[str] = set()
-    gone_quiet = 0
     deadline = time.monotonic() + timeout
     try:
-        # Done when every expected message was delivered and none comes back.
-        while len(seen) < expected or gone_quiet < 2:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{subscription}: {len(seen)}/{expected} messages seen")
-            batch = _pull_batch(subscriber, path, 100, time.monotonic() + 2)
-            if not batch:
-                gone_quiet += 1
+        while time.monotonic() < deadline:
+            if batch := _pull_now(subscriber, path):
+                seen.update(m.message.message_id for m in batch)
+                subscriber.modify_ack_deadline(
+                    request={
+                        "subscription": path,
+                        "ack_ids": [m.ack_id for m in batch],
+                        "ack_deadline_seconds": 0,
+                    }
+                )
                 continue
-            gone_quiet = 0
-            seen.update(m.message.message_id for m in batch)
-            subscriber.modify_ack_deadline(
-                request={
-                    "subscription": path,
-                    "ack_ids": [m.ack_id for m in batch],
-                    "ack_deadline_seconds": 0,
-                }
-            )
+            if len(seen) >= expected:
+                forwarded = available_now(emulator, dead_letter_subscription)
+                if len(forwarded) >= expected:
+                    if len(forwarded) > expected:
+                        raise AssertionError(
+                            f"{len(forwarded)} messages on {dead_letter_subscription}, "
+                            f"not {expected}"
+                        )
+                    return forwarded
+            time.sleep(0.05)  # a retry policy's backoff may hold a nacked message
     finally:
         subscriber.close()
-    forwarded = pull(emulator, dead_letter_subscription, expected, timeout=20, ack=False)
-    if len(forwarded) != expected:
-        raise TimeoutError(f"{len(forwarded)}/{expected} reached {dead_letter_subscription}")
-    return forwarded
+    raise TimeoutError(
+        f"{subscription}: {len(seen)}/{expected} messages seen, "
+        f"{len(available_now(emulator, dead_letter_subscription))} dead-lettered"
+    )
