@@ -11,17 +11,24 @@ is a failure; elsewhere the test is skipped with the reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import fcntl
 import itertools
+import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from harness.ports import LOOPBACK, free_port
-from harness.processes import ManagedProcess, child_env, managed_process
+from harness.ports import LOOPBACK, free_port, port_is_open
+from harness.processes import ProcessStartError, child_env, managed_process
 
 READY_LINE = r"Server started, listening on (\d+)"
 DEFAULT_PROJECT = "local-project"
@@ -50,10 +57,21 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
 
 
+class EmulatorProcess(Protocol):
+    """What a test needs of the emulator's process: is it up, and its log."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    def running(self) -> bool: ...
+
+    def tail(self, count: int = 40) -> str: ...
+
+
 class PubSubEmulator:
     """A running emulator plus helpers to make topics and subscriptions on it."""
 
-    def __init__(self, process: ManagedProcess, host: str, port: int, project: str) -> None:
+    def __init__(self, process: EmulatorProcess, host: str, port: int, project: str) -> None:
         self.process = process
         self.host = host
         self.port = port
@@ -169,7 +187,21 @@ def pubsub_emulator(
     if reason is not None:
         raise EmulatorUnavailable(reason)
     port = free_port()
-    argv = [
+    with managed_process(
+        "pubsub-emulator",
+        _argv(port, project),
+        log_dir / f"pubsub-emulator-{port}.log",
+        env=_env(),
+        ready_line=READY_LINE,
+        ready_port=(LOOPBACK, port),
+        ready_timeout=ready_timeout,
+        stop_grace=10.0,
+    ) as process:
+        yield PubSubEmulator(process, LOOPBACK, port, project)
+
+
+def _argv(port: int, project: str) -> list[str]:
+    return [
         "gcloud",
         "beta",
         "emulators",
@@ -179,20 +211,127 @@ def pubsub_emulator(
         f"--project={project}",
         "--quiet",
     ]
+
+
+def _env() -> dict[str, str]:
     # Keep the emulator away from any real project configuration of this shell.
-    env = child_env(drop=("PUBSUB_EMULATOR_HOST",))
-    with managed_process(
-        "pubsub-emulator",
-        argv,
-        log_dir / f"pubsub-emulator-{port}.log",
-        env=env,
-        ready_line=READY_LINE,
-        ready_port=(LOOPBACK, port),
-        ready_timeout=ready_timeout,
-        stop_grace=10.0,
-    ) as process:
-        yield PubSubEmulator(process, LOOPBACK, port, project)
+    return child_env(drop=("PUBSUB_EMULATOR_HOST",))
 
 
 class EmulatorUnavailable(RuntimeError):
     """gcloud, Java or the pubsub-emulator component is missing."""
+
+
+# -- one emulator shared by the processes of a test run (pytest-xdist workers) ---
+
+_RECORD = "pubsub-emulator.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedEmulatorProcess:
+    """An emulator another process of this run may have started: known by its record."""
+
+    pid: int
+    host: str
+    port: int
+    log_path: Path
+
+    def running(self) -> bool:
+        return port_is_open(self.host, self.port)
+
+    def tail(self, count: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(lines[-count:])
+
+
+def shared_pubsub_emulator(
+    directory: Path, project: str = DEFAULT_PROJECT, ready_timeout: float = 90.0
+) -> PubSubEmulator:
+    """The one emulator of every process that shares `directory`.
+
+    The first caller starts it, in a session of its own and writing its log to a
+    file, so that it outlives that caller; the others read its record. A failure to
+    start is recorded too, so that each caller reports it without trying again.
+    Whoever made `directory` stops it with stop_shared_pubsub_emulator(directory).
+    Each emulator start costs about 3 s of CPU, and each test process of a run
+    used to start its own.
+    """
+    record = directory / _RECORD
+    with (directory / "pubsub-emulator.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not record.exists():
+            try:
+                found: dict[str, Any] = _start_detached(directory, project, ready_timeout)
+            except EmulatorUnavailable as exc:
+                found = {"unavailable": str(exc)}
+            except ProcessStartError as exc:
+                found = {"failed": str(exc)}
+            record.write_text(json.dumps(found), encoding="utf-8")
+        found = json.loads(record.read_text(encoding="utf-8"))
+    if "unavailable" in found:
+        raise EmulatorUnavailable(found["unavailable"])
+    if "failed" in found:
+        raise ProcessStartError(found["failed"])
+    process = SharedEmulatorProcess(
+        found["pid"], found["host"], found["port"], Path(found["log_path"])
+    )
+    return PubSubEmulator(process, process.host, process.port, found["project"])
+
+
+def _start_detached(directory: Path, project: str, ready_timeout: float) -> dict[str, Any]:
+    reason = emulator_unavailable_reason()
+    if reason is not None:
+        raise EmulatorUnavailable(reason)
+    port = free_port()
+    log_path = directory / f"pubsub-emulator-{port}.log"
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            _argv(port, project),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
+    started = SharedEmulatorProcess(popen.pid, LOOPBACK, port, log_path)
+    ready = re.compile(READY_LINE)
+    deadline = time.monotonic() + ready_timeout
+    while not (ready.search(log_path.read_text(errors="replace")) and started.running()):
+        if popen.poll() is not None or time.monotonic() > deadline:
+            _stop_group(popen.pid, LOOPBACK, port)
+            raise ProcessStartError(
+                f"the Pub/Sub emulator did not start (exit {popen.poll()}); "
+                f"log {log_path}:\n{started.tail()}"
+            )
+        time.sleep(0.05)
+    return {
+        "pid": popen.pid,
+        "host": LOOPBACK,
+        "port": port,
+        "project": project,
+        "log_path": str(log_path),
+    }
+
+
+def stop_shared_pubsub_emulator(directory: Path) -> None:
+    """Stop the emulator shared_pubsub_emulator(directory) started, if it did."""
+    record = directory / _RECORD
+    if not record.exists():
+        return
+    found = json.loads(record.read_text(encoding="utf-8"))
+    if "pid" in found:
+        _stop_group(found["pid"], found["host"], found["port"])
+    record.unlink()
+
+
+def _stop_group(pgid: int, host: str, port: int, grace: float = 10.0) -> None:
+    """SIGTERM the launcher and its Java child, until the port closes; then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while port_is_open(host, port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(pgid, signal.SIGKILL)

@@ -6,8 +6,8 @@ metadata server's address is fixed here, before any test module imports it.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -40,8 +40,31 @@ from harness.pubsub_emulator import (  # noqa: E402
     PubSubEmulator,
     emulator_unavailable_reason,
     in_ci,
-    pubsub_emulator,
+    shared_pubsub_emulator,
+    stop_shared_pubsub_emulator,
 )
+
+# What the processes of one run share (the Pub/Sub emulator's record and log): made by
+# the process pytest was started as, before pytest-xdist starts its workers, which
+# inherit the variable; removed by that same process at the end.
+SHARED_DIR_ENV = "RELAY_TESTS_SHARED_DIR"
+_shared_dir_key = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or SHARED_DIR_ENV in os.environ:
+        return
+    shared = Path(tempfile.mkdtemp(prefix="relay-tests-shared-"))
+    os.environ[SHARED_DIR_ENV] = str(shared)
+    config.stash[_shared_dir_key] = shared
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shared = config.stash.get(_shared_dir_key, None)
+    if shared is not None:
+        stop_shared_pubsub_emulator(shared)
+        shutil.rmtree(shared, ignore_errors=True)
+        os.environ.pop(SHARED_DIR_ENV, None)
 
 
 @pytest.fixture(scope="session")
@@ -96,19 +119,16 @@ def process_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _emulator_session(process_log_dir: Path) -> Iterator[PubSubEmulator | str]:
-    # One emulator per session; a failure to start is reported by each test using it.
+def _emulator_session() -> PubSubEmulator | str:
+    # One emulator for the whole run, all xdist workers included; a failure to start
+    # is reported by each test using it.
     reason = emulator_unavailable_reason()
     if reason is not None:
-        yield reason
-        return
-    with contextlib.ExitStack() as stack:
-        try:
-            running = stack.enter_context(pubsub_emulator(process_log_dir))
-        except EmulatorUnavailable as exc:
-            yield str(exc)
-            return
-        yield running
+        return reason
+    try:
+        return shared_pubsub_emulator(Path(os.environ[SHARED_DIR_ENV]))
+    except EmulatorUnavailable as exc:
+        return str(exc)
 
 
 @pytest.fixture
