@@ -298,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--function-url", required=True, help="the relay function's URL")
     parser.add_argument("--topic", help="relay topic (projects/P/topics/T) on the emulator")
     parser.add_argument("--subscription", help="pull subscription the forwarder reads")
+    parser.add_argument(
+        "--jobs-topic",
+        help=f"--example worker: the jobs topic (default projects/P/topics/{WORKER_WORKFLOW}-jobs)",
+    )
     parser.add_argument("--project", default=os.environ.get("PUBSUB_PROJECT_ID", "local-project"))
     parser.add_argument("--payload", default='{"greeting": "hello from the local demo"}')
     parser.add_argument("--timeout", type=float, default=30.0)
@@ -353,8 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             topic = args.topic
             if args.example == "worker":
                 # The job goes to the worker, not to the relay: a topic of its own.
-                jobs_topic = f"projects/{args.project}/topics/{WORKER_WORKFLOW}-jobs"
-                jobs_subscription = f"projects/{args.project}/subscriptions/{WORKER_WORKFLOW}-jobs"
+                jobs_topic = (
+                    args.jobs_topic or f"projects/{args.project}/topics/{WORKER_WORKFLOW}-jobs"
+                )
+                jobs_subscription = jobs_topic.replace("/topics/", "/subscriptions/")
                 with contextlib.suppress(api_exceptions.AlreadyExists):
                     publisher.create_topic(name=jobs_topic)
                 with contextlib.suppress(api_exceptions.AlreadyExists):

@@ -8,6 +8,8 @@
 #   --stay         keep everything running after the demo (delivery too), until Ctrl-C,
 #                  and print a create-a-callback, publish, see-it-resumed sequence
 #   --no-emulator  skip Pub/Sub: POST the CloudEvent to the function directly
+#   With PUBSUB_EMULATOR_HOST set, the emulator there is used (topics named for this run)
+#   instead of starting one.
 #   --workflow     run FILE (your copy of the subworkflow) instead of workflow.yaml
 #   --example worker  run examples/worker/: the workflow publishes a job, worker.py does
 #                  it and publishes the result to the relay topic (needs the emulator);
@@ -34,7 +36,7 @@ while [[ $# -gt 0 ]]; do
         --workflow) workflow="$(cd "$caller_dir" && readlink -f "$2")"; shift ;;
         --example) example="$2"; shift ;;
         --worker-mode) worker_mode="$2"; shift ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -151,8 +153,11 @@ if [[ -n $example ]]; then
     driver_args+=(--example "$example" --worker-mode "$worker_mode" --log-dir "$logs")
 fi
 emulator_missing=""
+external_emulator=false
 if [[ $no_emulator == true ]]; then
     emulator_missing="--no-emulator"
+elif [[ -n ${PUBSUB_EMULATOR_HOST:-} ]]; then
+    external_emulator=true
 elif ! command -v gcloud >/dev/null; then
     emulator_missing="gcloud is not on PATH"
 elif ! command -v java >/dev/null; then
@@ -160,15 +165,30 @@ elif ! command -v java >/dev/null; then
 elif [[ ! -d "$(dirname "$(dirname "$(readlink -f "$(command -v gcloud)")")")/platform/pubsub-emulator" ]]; then
     emulator_missing="the gcloud pubsub-emulator component is not installed"
 fi
-if [[ -z $emulator_missing ]]; then
+relay_topic=workflows-callback-relay
+relay_subscription=workflows-callback-relay-local
+jobs_topic=worker-example-jobs
+if [[ $external_emulator == true ]]; then
+    # An emulator already runs: use it, with names of this run's own, so that runs
+    # sharing it never read each other's messages.
+    suffix="-$(date +%s)-$$"
+    relay_topic+="$suffix"
+    relay_subscription+="$suffix"
+    jobs_topic+="$suffix"
+    export PUBSUB_PROJECT_ID="$project"
+    echo "Pub/Sub emulator       $PUBSUB_EMULATOR_HOST (already running: PUBSUB_EMULATOR_HOST)"
+elif [[ -z $emulator_missing ]]; then
     emulator_port="$(free_port)"
     start emulator gcloud beta emulators pubsub start \
         --host-port="127.0.0.1:$emulator_port" --project="$project" --quiet
     wait_for emulator 'Server started, listening on' 90
     export PUBSUB_EMULATOR_HOST="127.0.0.1:$emulator_port" PUBSUB_PROJECT_ID="$project"
     echo "Pub/Sub emulator       $PUBSUB_EMULATOR_HOST"
-    driver_args+=(--topic "projects/$project/topics/workflows-callback-relay"
-        --subscription "projects/$project/subscriptions/workflows-callback-relay-local")
+fi
+if [[ -z $emulator_missing ]]; then
+    driver_args+=(--topic "projects/$project/topics/$relay_topic"
+        --subscription "projects/$project/subscriptions/$relay_subscription"
+        --jobs-topic "projects/$project/topics/$jobs_topic")
 elif [[ -n $example ]]; then
     echo "--example $example needs the Pub/Sub emulator, which is not available ($emulator_missing)" >&2
     exit 2
@@ -195,8 +215,8 @@ if [[ $stay == true ]]; then
     # The driver's forwarder stopped with it: keep delivering from the subscription.
     if [[ -z $emulator_missing ]]; then
         start forwarder "$py" -m harness.eventarc_forwarder \
-            --subscription "projects/$project/subscriptions/workflows-callback-relay-local" \
-            --topic "projects/$project/topics/workflows-callback-relay" --target "$function_url"
+            --subscription "projects/$project/subscriptions/$relay_subscription" \
+            --topic "projects/$project/topics/$relay_topic" --target "$function_url"
         wait_for forwarder '^READY ' 30
     fi
     fake="http://$workflows_host/_fake"
@@ -210,7 +230,7 @@ EOF
         cat <<EOF
     # 2. a worker publishes the result for that callback on the relay topic (tools.publish
     #    checks the URL with the relay's policy: it needs the relay's WORKFLOWS_EMULATOR_HOST)
-    PUBSUB_EMULATOR_HOST=$PUBSUB_EMULATOR_HOST WORKFLOWS_EMULATOR_HOST=$workflows_host $py -m tools.publish --topic workflows-callback-relay --project $project --url "\$url" --payload '{"hello": "again"}'
+    PUBSUB_EMULATOR_HOST=$PUBSUB_EMULATOR_HOST WORKFLOWS_EMULATOR_HOST=$workflows_host $py -m tools.publish --topic $relay_topic --project $project --url "\$url" --payload '{"hello": "again"}'
 EOF
     else
         cat <<EOF

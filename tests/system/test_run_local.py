@@ -24,15 +24,21 @@ REPO = Path(__file__).resolve().parents[2]
 HOPS = ["callback", "published", "delivered", "token", "callback", "resumed"]
 
 
-def script_env() -> dict[str, str]:
-    return child_env({"SKIP_VENV": "1"}, drop=("PUBSUB_EMULATOR_HOST",))
+def script_env(emulator: PubSubEmulator | None = None) -> dict[str, str]:
+    """The script's environment: with `emulator`, it uses that one instead of its own."""
+    env = child_env({"SKIP_VENV": "1"}, drop=("PUBSUB_EMULATOR_HOST", "PUBSUB_PROJECT_ID"))
+    if emulator is not None:
+        env["PUBSUB_EMULATOR_HOST"] = emulator.address
+    return env
 
 
-def run_local(*args: str) -> subprocess.CompletedProcess[str]:
+def run_local(
+    *args: str, emulator: PubSubEmulator | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(REPO / "scripts" / "run-local.sh"), *args],
         cwd=REPO,
-        env=script_env(),
+        env=script_env(emulator),
         capture_output=True,
         text=True,
         timeout=180,
@@ -73,11 +79,16 @@ def test_run_local_without_the_emulator_delivers_directly() -> None:
 @pytest.mark.emulator
 def test_run_local_with_the_emulator(emulator: PubSubEmulator) -> None:
     # The fixture applies the emulator policy (skip here, fail under CI=true);
-    # run-local.sh starts an emulator of its own.
+    # run-local.sh starts an emulator of its own, as on a fresh machine, and stops it.
     result = run_local()
 
     check_demo(result)
     assert "Eventarc CloudEvent for message" in result.stdout
+    started = re.search(r"Pub/Sub emulator\s+(127\.0\.0\.1:(\d+))\n", result.stdout)
+    assert started is not None, result.stdout
+    assert started[1] != emulator.address
+    assert not port_is_open("127.0.0.1", int(started[2]))
+    assert processes_mentioning(started[1]) == []
 
 
 @pytest.mark.slow
@@ -129,11 +140,11 @@ def test_run_local_runs_a_users_copy_of_the_subworkflow(tmp_path: Path) -> None:
 class StayingScript:
     """run-local.sh --stay in its own process group, its output collected as it comes."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, emulator: PubSubEmulator | None = None) -> None:
         self.process = subprocess.Popen(
             ["bash", str(REPO / "scripts" / "run-local.sh"), "--stay", *args],
             cwd=REPO,
-            env=script_env(),
+            env=script_env(emulator),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -188,8 +199,8 @@ class StayingScript:
 
 
 @contextlib.contextmanager
-def staying(*args: str) -> Iterator[StayingScript]:
-    script = StayingScript(*args)
+def staying(*args: str, emulator: PubSubEmulator | None = None) -> Iterator[StayingScript]:
+    script = StayingScript(*args, emulator=emulator)
     try:
         yield script
     finally:
@@ -246,8 +257,11 @@ def check_everything_stopped(script: StayingScript) -> None:
     # The function (and the forwarder, which targets it) by their command lines.
     assert processes_mentioning(f"127.0.0.1:{function_port[1]}/") == []
     assert processes_mentioning(f"--port {function_port[1]}") == []
-    emulator = re.search(r"Pub/Sub emulator\s+(127\.0\.0\.1:\d+)", output)
-    if emulator is not None:
+    emulator = re.search(r"Pub/Sub emulator\s+(127\.0\.0\.1:(\d+))(.*)", output)
+    if emulator is not None and "already running" in emulator[3]:
+        # Not the script's to stop: the emulator it was given still answers.
+        assert port_is_open("127.0.0.1", int(emulator[2]))
+    elif emulator is not None:
         assert processes_mentioning(emulator[1]) == []
 
 
@@ -256,7 +270,9 @@ def check_everything_stopped(script: StayingScript) -> None:
 def test_run_local_stay_keeps_delivering_and_its_printed_sequence_resumes_a_callback(
     emulator: PubSubEmulator,
 ) -> None:
-    with staying() as script:
+    # The emulator already runs (PUBSUB_EMULATOR_HOST): the script uses it, names its
+    # topics for this run, and leaves the emulator running when it stops.
+    with staying(emulator=emulator) as script:
         printed = check_stay(script)
         # The message tools.publish sent went through the forwarder the script left running.
         published = json.loads(printed.splitlines()[0])

@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 TIMEOUT = 120
 
 
-def run_example(mode: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_example(
+    mode: str, emulator: PubSubEmulator
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = run_local(
         "--example",
@@ -34,6 +36,7 @@ def run_example(mode: str) -> tuple[subprocess.CompletedProcess[str], float]:
         str(TIMEOUT),
         "--payload",
         '{"text": "three small words"}',
+        emulator=emulator,
     )
     return result, time.monotonic() - started
 
@@ -53,8 +56,9 @@ def failure(stdout: str) -> dict[str, object]:
 
 
 def test_a_job_is_done_and_its_result_resumes_the_workflow(emulator: PubSubEmulator) -> None:
-    # The emulator fixture applies the policy: skip here, fail under CI=true.
-    result, _ = run_example("work")
+    # The emulator fixture applies the policy (skip here, fail under CI=true); the
+    # script uses that emulator (PUBSUB_EMULATOR_HOST) rather than starting one.
+    result, _ = run_example("work", emulator)
 
     assert result.returncode == 0, result.stdout + result.stderr
     returned = result.stdout.split("--- workflow result ---")[1].split("\n\n")[0]
@@ -67,7 +71,7 @@ def test_a_job_is_done_and_its_result_resumes_the_workflow(emulator: PubSubEmula
 def test_a_worker_failing_the_step_on_purpose_reaches_the_workflow(
     emulator: PubSubEmulator,
 ) -> None:
-    result, _ = run_example("fail")
+    result, _ = run_example("fail", emulator)
 
     assert result.returncode == 1, result.stdout + result.stderr
     error = failure(result.stdout)
@@ -79,7 +83,7 @@ def test_a_worker_failing_the_step_on_purpose_reaches_the_workflow(
 def test_a_broken_result_fails_the_step_fast_instead_of_timing_out(
     emulator: PubSubEmulator,
 ) -> None:
-    result, seconds = run_example("broken")
+    result, seconds = run_example("broken", emulator)
 
     assert result.returncode == 1, result.stdout + result.stderr
     error = failure(result.stdout)
