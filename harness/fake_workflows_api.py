@@ -188,6 +188,15 @@ class FakeWorkflowsApi(LoopbackServer):
         """The relay's WORKFLOWS_EMULATOR_HOST value for this fake."""
         return self.host if self.scheme == "http" else self.origin
 
+    def reset(self) -> None:
+        """Forget every execution, call and fault, as a fresh fake would."""
+        with self._cond:
+            self.calls.clear()
+            self._executions.clear()
+            self.fault_counts.clear()
+            self.faults.clear()
+            self.fault_picker = None
+
     # -- what a workflow does ----------------------------------------------
 
     def create_execution(self, workflow: str = "callback-relay-demo") -> str:
@@ -348,10 +357,7 @@ class FakeWorkflowsApi(LoopbackServer):
             ]
             return 200, {"callback_urls": urls}
         if method == "POST" and path == "/_fake/reset":
-            with self._cond:
-                self.calls.clear()
-                self._executions.clear()
-                self.fault_counts.clear()
+            self.reset()
             return 200, {}
         if method == "GET" and path == "/_fake/stats":
             with self._cond:

@@ -159,6 +159,20 @@ class PubSubEmulator:
         return str(request["name"])
 
 
+    def delete_subscription(self, subscription: str) -> None:
+        """Delete it: a push subscription stops pushing to an endpoint that is gone."""
+        subscriber = self.subscriber()
+        try:
+            path = (
+                subscription
+                if subscription.startswith("projects/")
+                else self.subscription_path(subscription)
+            )
+            subscriber.delete_subscription(request={"subscription": path})
+        finally:
+            subscriber.close()
+
+
 def _duration(seconds: float) -> datetime.timedelta:
     # proto-plus marshals timedelta into google.protobuf.Duration.
     return datetime.timedelta(seconds=seconds)

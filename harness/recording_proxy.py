@@ -40,12 +40,17 @@ class RecordingProxy(LoopbackServer):
         self.target_origin = target_origin.rstrip("/")
         self.timeout = timeout
         self.requests: list[ProxiedRequest] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._in_flight = 0
         self._sessions = ThreadSessions()
         super().__init__(self._handler())
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, then wait for requests still being forwarded: once this
+        returns, nothing that came through the proxy can still reach the target."""
         super().stop()
+        with self._lock:
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout)
         self._sessions.close()
 
     def snapshot(self) -> list[ProxiedRequest]:
@@ -57,6 +62,16 @@ class RecordingProxy(LoopbackServer):
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
+                with proxy._lock:
+                    proxy._in_flight += 1
+                try:
+                    self._forward()
+                finally:
+                    with proxy._lock:
+                        proxy._in_flight -= 1
+                        proxy._lock.notify_all()
+
+            def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _SKIPPED}

@@ -207,10 +207,20 @@ class Stack:
         return entries
 
 
-@pytest.fixture(params=PATHS)
-def stack(
-    request: pytest.FixtureRequest, emulator: PubSubEmulator, process_log_dir: Path
-) -> Iterator[Stack]:
+@dataclasses.dataclass
+class RelayServices:
+    metadata: FakeMetadataServer
+    workflows: FakeWorkflowsApi
+    function: ManagedProcess
+    function_url: str
+
+
+@pytest.fixture(scope="module")
+def relay_services(process_log_dir: Path) -> Iterator[RelayServices]:
+    """The fakes and one relay function for the whole module: starting functions-framework
+    costs about a second of CPU, and every test here used to start its own. Each test
+    gets the fake API reset, and routes of its own; a stopped route can no longer reach
+    the function (see Stack teardown), so no test sees another's calls."""
     with contextlib.ExitStack() as exits:
         metadata = exits.enter_context(FakeMetadataServer())
         workflows = exits.enter_context(FakeWorkflowsApi(token_validator=metadata.is_valid))
@@ -222,15 +232,35 @@ def stack(
                 extra_env=FUNCTION_ENV,
             )
         )
-        built = Stack(emulator, metadata, workflows, function, url, request.param)
-        try:
-            yield built
-        finally:
-            if built.forwarder is not None:
-                built.forwarder.stop()
-                built.forwarder.subscriber.close()
-            if built.proxy is not None:
-                built.proxy.stop()
+        yield RelayServices(metadata, workflows, function, url)
+
+
+@pytest.fixture(params=PATHS)
+def stack(
+    request: pytest.FixtureRequest, emulator: PubSubEmulator, relay_services: RelayServices
+) -> Iterator[Stack]:
+    services = relay_services
+    assert services.function.running(), services.function.tail()
+    services.workflows.reset()
+    built = Stack(
+        emulator,
+        services.metadata,
+        services.workflows,
+        services.function,
+        services.function_url,
+        request.param,
+    )
+    try:
+        yield built
+    finally:
+        # Both stop only once no delivery is on its way to the function.
+        if built.forwarder is not None:
+            built.forwarder.stop()
+            built.forwarder.subscriber.close()
+        if built.proxy is not None:
+            built.proxy.stop()
+        if built.subscription:
+            emulator.delete_subscription(built.subscription)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
