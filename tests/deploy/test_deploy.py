@@ -17,7 +17,6 @@ import pytest
 
 from tests.deploy.deploy_runner import (
     BUILD_SA,
-    DEPLOY_SH,
     FUNCTION_SA,
     PROJECT,
     PROJECT_NUMBER,
@@ -68,16 +67,6 @@ def all_bindings(cloud: FakeCloud) -> set[tuple[str, str, str]]:
 
 
 # -- command line ---------------------------------------------------------------
-
-
-def test_shellcheck_clean() -> None:
-    shellcheck = REPO / ".venv" / "bin" / "shellcheck"
-    if not shellcheck.exists():
-        pytest.fail(f"{shellcheck} is missing: run scripts/venv.sh requirements-test.txt")
-    proc = subprocess.run(
-        [str(shellcheck), str(DEPLOY_SH)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_help_exits_zero_and_lists_modes(cloud: FakeCloud) -> None:
