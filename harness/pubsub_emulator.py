@@ -158,7 +158,6 @@ class PubSubEmulator:
             subscriber.close()
         return str(request["name"])
 
-
     def delete_subscription(self, subscription: str) -> None:
         """Delete it: a push subscription stops pushing to an endpoint that is gone."""
         subscriber = self.subscriber()
