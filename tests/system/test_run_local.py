@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -137,12 +138,29 @@ def test_run_local_runs_a_users_copy_of_the_subworkflow(tmp_path: Path) -> None:
 # -- --stay: delivery keeps running and the printed sequence works -------------------
 
 
+# Ctrl-C reaches a terminal's foreground job. A test run started in the background (by
+# `cmd &` in a script, or nohup) ignores SIGINT, and bash cannot trap a signal that was
+# ignored when it started: give the script SIGINT back, as a terminal would.
+FOREGROUND = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 class StayingScript:
     """run-local.sh --stay in its own process group, its output collected as it comes."""
 
     def __init__(self, *args: str, emulator: PubSubEmulator | None = None) -> None:
         self.process = subprocess.Popen(
-            ["bash", str(REPO / "scripts" / "run-local.sh"), "--stay", *args],
+            [
+                sys.executable,
+                "-c",
+                FOREGROUND,
+                "bash",
+                str(REPO / "scripts" / "run-local.sh"),
+                "--stay",
+                *args,
+            ],
             cwd=REPO,
             env=script_env(emulator),
             stdout=subprocess.PIPE,
