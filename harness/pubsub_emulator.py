@@ -99,9 +99,13 @@ class PubSubEmulator:
             return pubsub_v1.SubscriberClient()
 
     def topic_path(self, topic: str) -> str:
-        return f"projects/{self.project}/topics/{topic}"
+        """projects/P/topics/T from a short id; a full name is returned as it is."""
+        return topic if topic.startswith("projects/") else f"projects/{self.project}/topics/{topic}"
 
     def subscription_path(self, subscription: str) -> str:
+        """projects/P/subscriptions/S from a short id; a full name is returned as it is."""
+        if subscription.startswith("projects/"):
+            return subscription
         return f"projects/{self.project}/subscriptions/{subscription}"
 
     def create_topic(self, topic: str) -> str:
@@ -131,7 +135,7 @@ class PubSubEmulator:
 
         request: dict[str, Any] = {
             "name": self.subscription_path(subscription),
-            "topic": topic if topic.startswith("projects/") else self.topic_path(topic),
+            "topic": self.topic_path(topic),
             "ack_deadline_seconds": ack_deadline_seconds,
             "enable_message_ordering": enable_message_ordering,
         }
@@ -144,11 +148,7 @@ class PubSubEmulator:
             )
         if dead_letter_topic is not None:
             request["dead_letter_policy"] = pubsub_v1.types.DeadLetterPolicy(
-                dead_letter_topic=(
-                    dead_letter_topic
-                    if dead_letter_topic.startswith("projects/")
-                    else self.topic_path(dead_letter_topic)
-                ),
+                dead_letter_topic=self.topic_path(dead_letter_topic),
                 max_delivery_attempts=max_delivery_attempts or 5,
             )
         subscriber = self.subscriber()
@@ -162,12 +162,9 @@ class PubSubEmulator:
         """Delete it: a push subscription stops pushing to an endpoint that is gone."""
         subscriber = self.subscriber()
         try:
-            path = (
-                subscription
-                if subscription.startswith("projects/")
-                else self.subscription_path(subscription)
+            subscriber.delete_subscription(
+                request={"subscription": self.subscription_path(subscription)}
             )
-            subscriber.delete_subscription(request={"subscription": path})
         finally:
             subscriber.close()
 

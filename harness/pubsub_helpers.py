@@ -31,18 +31,12 @@ def publish_message(
     with _environment(emulator.env()):
         publisher: Any = PublisherClient()  # generated client: publish is the RPC itself
     try:
-        path = topic if topic.startswith("projects/") else emulator.topic_path(topic)
+        path = emulator.topic_path(topic)
         message = PubsubMessage(data=data, attributes=dict(attributes), ordering_key=ordering_key)
         response = publisher.publish(topic=path, messages=[message], timeout=30)
         return str(response.message_ids[0])
     finally:
         publisher.transport.close()
-
-
-def _subscription_path(emulator: PubSubEmulator, subscription: str) -> str:
-    if subscription.startswith("projects/"):
-        return subscription
-    return emulator.subscription_path(subscription)
 
 
 def _pull_batch(subscriber: Any, path: str, max_messages: int, deadline: float) -> list[Any]:
@@ -70,7 +64,7 @@ def pull(
 
     With ack=False the messages are nacked, so they stay on the subscription.
     """
-    path = _subscription_path(emulator, subscription)
+    path = emulator.subscription_path(subscription)
     subscriber = emulator.subscriber()
     received: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -118,7 +112,7 @@ def available_now(emulator: PubSubEmulator, subscription: str) -> list[Any]:
 
     Each is held while counting, so it is counted once, then nacked: it stays.
     """
-    path = _subscription_path(emulator, subscription)
+    path = emulator.subscription_path(subscription)
     subscriber = emulator.subscriber()
     found: dict[str, Any] = {}
     try:
@@ -156,7 +150,7 @@ def remaining(emulator: PubSubEmulator, subscription: str) -> list[Any]:
     are deliverable again at once. Call it only while nobody else reads the
     subscription.
     """
-    path = _subscription_path(emulator, subscription)
+    path = emulator.subscription_path(subscription)
     snapshot = f"projects/{emulator.project}/snapshots/remaining-{uuid.uuid4().hex}"
     subscriber = emulator.subscriber()
     found: dict[str, Any] = {}
@@ -199,7 +193,7 @@ def dead_letter(
     max_delivery_attempts, on a later pull; the forwarded copy carries the
     CloudPubSubDeadLetter* attributes, as in production.
     """
-    path = _subscription_path(emulator, subscription)
+    path = emulator.subscription_path(subscription)
     subscriber = emulator.subscriber()
     seen: set[str] = set()
     deadline = time.monotonic() + timeout
