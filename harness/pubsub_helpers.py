@@ -71,23 +71,26 @@ def pull(
     try:
         while len(received) < expected and time.monotonic() < deadline:
             batch = _pull_batch(subscriber, path, 10, deadline)
-            if batch:
+            if batch and ack:
                 ack_ids = [m.ack_id for m in batch]
-                if ack:
-                    subscriber.acknowledge(request={"subscription": path, "ack_ids": ack_ids})
-                else:
-                    # Hand them straight back, for whoever pulls next.
-                    subscriber.modify_ack_deadline(
-                        request={
-                            "subscription": path,
-                            "ack_ids": ack_ids,
-                            "ack_deadline_seconds": 0,
-                        }
-                    )
+                subscriber.acknowledge(request={"subscription": path, "ack_ids": ack_ids})
+            elif batch:
+                _lease(subscriber, path, batch, 0)  # back for whoever pulls next
             received.extend(batch)
     finally:
         subscriber.close()
     return received
+
+
+def _lease(subscriber: Any, path: str, received: list[Any], seconds: int) -> None:
+    """Hold the received messages for `seconds` more; 0 nacks them (back at once)."""
+    subscriber.modify_ack_deadline(
+        request={
+            "subscription": path,
+            "ack_ids": [m.ack_id for m in received],
+            "ack_deadline_seconds": seconds,
+        }
+    )
 
 
 def _pull_now(subscriber: Any, path: str) -> list[Any]:
@@ -117,22 +120,10 @@ def available_now(emulator: PubSubEmulator, subscription: str) -> list[Any]:
     found: dict[str, Any] = {}
     try:
         while batch := _pull_now(subscriber, path):
-            subscriber.modify_ack_deadline(
-                request={
-                    "subscription": path,
-                    "ack_ids": [m.ack_id for m in batch],
-                    "ack_deadline_seconds": 60,
-                }
-            )
+            _lease(subscriber, path, batch, 60)
             found.update((m.message.message_id, m) for m in batch)
         if found:
-            subscriber.modify_ack_deadline(
-                request={
-                    "subscription": path,
-                    "ack_ids": [m.ack_id for m in found.values()],
-                    "ack_deadline_seconds": 0,
-                }
-            )
+            _lease(subscriber, path, list(found.values()), 0)
     finally:
         subscriber.close()
     return list(found.values())
@@ -201,13 +192,7 @@ def dead_letter(
         while time.monotonic() < deadline:
             if batch := _pull_now(subscriber, path):
                 seen.update(m.message.message_id for m in batch)
-                subscriber.modify_ack_deadline(
-                    request={
-                        "subscription": path,
-                        "ack_ids": [m.ack_id for m in batch],
-                        "ack_deadline_seconds": 0,
-                    }
-                )
+                _lease(subscriber, path, batch, 0)
                 continue
             if len(seen) >= expected:
                 forwarded = available_now(emulator, dead_letter_subscription)
