@@ -38,7 +38,6 @@ from harness.fake_workflows_api import FakeWorkflowsApi  # noqa: E402
 from harness.pubsub_emulator import (  # noqa: E402
     EmulatorUnavailable,
     PubSubEmulator,
-    emulator_unavailable_reason,
     in_ci,
     shared_pubsub_emulator,
     stop_shared_pubsub_emulator,
@@ -120,11 +119,8 @@ def process_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def _emulator_session() -> PubSubEmulator | str:
-    # One emulator for the whole run, all xdist workers included; a failure to start
-    # is reported by each test using it.
-    reason = emulator_unavailable_reason()
-    if reason is not None:
-        return reason
+    # One emulator for the whole run, all xdist workers included; why it cannot run
+    # (recorded once by shared_pubsub_emulator) is reported by each test using it.
     try:
         return shared_pubsub_emulator(Path(os.environ[SHARED_DIR_ENV]))
     except EmulatorUnavailable as exc:
