@@ -90,14 +90,14 @@ class ManagedProcess:
             return None
         pgid = self.popen.pid  # start_new_session: group id == pid
         if self.popen.poll() is None:
-            _signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 self.popen.wait(timeout=grace)
         # Children that ignored SIGTERM may outlive the leader: sweep the group.
-        _signal_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(timeout=grace)
         return self.popen.returncode
@@ -160,7 +160,7 @@ class ManagedProcess:
         )
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.ports import LOOPBACK, free_port, port_is_open
-from harness.processes import ProcessStartError, child_env, managed_process
+from harness.processes import ProcessStartError, child_env, managed_process, signal_group
 
 READY_LINE = r"Server started, listening on (\d+)"
 DEFAULT_PROJECT = "local-project"
@@ -339,9 +339,8 @@ def stop_shared_pubsub_emulator(directory: Path) -> None:
 
 def _stop_group(pgid: int, host: str, port: int, grace: float = 10.0) -> None:
     """SIGTERM the launcher and its Java child, until the port closes; then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while port_is_open(host, port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while port_is_open(host, port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    signal_group(pgid, signal.SIGKILL)
