@@ -272,25 +272,24 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return predicate()
 
 
+def lines_of(stack: Stack, message_id: str) -> list[dict[str, Any]]:
+    """The function's log lines about a message: one per delivery."""
+    return [e for e in stack.function_log() if e.get("message_id") == message_id]
+
+
+def outcomes_of(stack: Stack, message_id: str) -> list[str]:
+    return [str(e.get("outcome")) for e in lines_of(stack, message_id)]
+
+
 def logged(stack: Stack, message_id: str, count: int = 1) -> list[dict[str, Any]]:
     """The function's log lines for a message, once there are `count` of them.
 
     The function writes a delivery's line before it answers, but the line reaches this
     process through a pipe: it can trail the answer the proxy or forwarder recorded.
     """
-
-    def lines() -> list[dict[str, Any]]:
-        return [e for e in stack.function_log() if e.get("message_id") == message_id]
-
-    assert wait_until(lambda: len(lines()) >= count, timeout=5), stack.function.tail()
-    return lines()
-
-
-def outcomes_of(stack: Stack, message_id: str) -> list[str]:
-    """The function logs one line per delivery of a message: its outcome."""
-    return [
-        str(e.get("outcome")) for e in stack.function_log() if e.get("message_id") == message_id
-    ]
+    arrived = wait_until(lambda: len(lines_of(stack, message_id)) >= count, timeout=5)
+    assert arrived, stack.function.tail()
+    return lines_of(stack, message_id)
 
 
 def delivered_outcomes(stack: Stack, message_id: str) -> list[str]:
@@ -299,8 +298,8 @@ def delivered_outcomes(stack: Stack, message_id: str) -> list[str]:
     The workflow resumes when the callback API answers 200; the function writes
     its log line just after reading that answer, so the line can trail the resume.
     """
-    logged = wait_until(lambda: "delivered" in outcomes_of(stack, message_id), timeout=5)
-    assert logged, stack.function.tail()
+    arrived = wait_until(lambda: "delivered" in outcomes_of(stack, message_id), timeout=5)
+    assert arrived, stack.function.tail()
     return outcomes_of(stack, message_id)
 
 
