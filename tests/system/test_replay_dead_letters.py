@@ -13,13 +13,11 @@ import datetime
 import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.processes import child_env
 from harness.pubsub_emulator import PubSubEmulator, unique_name
 from harness.pubsub_helpers import (
     available_now,
@@ -29,14 +27,13 @@ from harness.pubsub_helpers import (
     pull,
     remaining,
 )
+from tests.system.test_tools_pubsub import CLIENT_PARAMETER_NAMES
+from tests.system.test_tools_pubsub import run_tool as run_cli
 from tools import replay_dead_letters as tool
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.emulator
 
-# PublisherClient.publish(topic, data, ordering_key, retry, timeout, **attrs) takes
-# these as its own parameters; as attributes they must survive a replay.
-CLIENT_PARAMETER_NAMES = ("timeout", "retry", "ordering_key", "topic", "data")
 DEAD_LETTER_ATTRIBUTES = {
     "CloudPubSubDeadLetterSourceSubscription",
     "CloudPubSubDeadLetterSourceSubscriptionProject",
@@ -91,21 +88,8 @@ def put_dead_letter(
 def run_tool(
     emulator: PubSubEmulator, *args: str, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.replay_dead_letters",
-            "--pull-timeout",
-            "1",
-            *args,
-        ],
-        cwd=REPO,
-        env=child_env(emulator.env()),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    return run_cli(
+        emulator, "tools.replay_dead_letters", "--pull-timeout", "1", *args, timeout=timeout
     )
 
 

@@ -25,6 +25,7 @@ URL = (
 def run_tool(
     emulator: PubSubEmulator, *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGS...` (args[0] is the module) against the emulator."""
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=REPO,
@@ -82,7 +83,8 @@ def test_publish_cli_reports_a_missing_topic_in_one_line(emulator: PubSubEmulato
 
 
 # The names PublisherClient.publish(topic, data, ordering_key, retry, timeout, **attrs)
-# takes as its own parameters; as attributes they must arrive like any other.
+# takes as its own parameters; as attributes they must arrive like any other (and
+# survive a replay: test_replay_dead_letters).
 CLIENT_PARAMETER_NAMES = ("timeout", "retry", "ordering_key", "topic", "data")
 
 
