@@ -33,6 +33,21 @@ if [[ $quick == true ]]; then
         tests/unit tests/harness tests/workflow tests/tools "$@"
 fi
 
+# The Node producer snippet's locked dependencies, installed here as .venv is, and again
+# only when the lock changes: inside the suite, each pytest-xdist process that ran a Node
+# test could start its own `npm ci` in the same folder. Without npm, the Node tests say
+# why (a skip, or a failure under CI=true).
+node_dir=examples/producers/node
+node_stamp="$node_dir/node_modules/.installed-$(sha256sum "$node_dir/package-lock.json" | cut -c1-16)"
+if command -v npm >/dev/null && [[ ! -f $node_stamp ]]; then
+    echo "== npm ci ($node_dir)" >&2
+    if (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error); then
+        touch "$node_stamp"
+    else
+        echo "npm ci failed: the Node tests will try again and say why" >&2
+    fi
+fi
+
 # mypy (14 s of CPU from a cold cache) and shellcheck run beside pytest, at the lowest
 # priority: they take the CPU the tests leave idle instead of slowing them down. Their
 # output is printed, and their status counted, once both are done.

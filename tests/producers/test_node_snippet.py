@@ -1,8 +1,9 @@
 """examples/producers/node/publish_result.js with the pinned @google-cloud/pubsub, on the emulator.
 
-node_modules is not committed: when it is missing the test installs the locked
-versions with `npm ci` (about 15 s here). A missing Node or a failed install
-skips the test locally and fails it under CI=true.
+node_modules is not committed: scripts/test.sh installs the locked versions with
+`npm ci` before the suite. When it is missing (pytest run by hand) the fixture
+installs them (about 10 s here). A missing Node or a failed install skips the test
+locally and fails it under CI=true.
 """
 
 from __future__ import annotations
