@@ -234,6 +234,9 @@ class EmulatorUnavailable(RuntimeError):
 
 # -- one emulator shared by the processes of a test run (pytest-xdist workers) ---
 
+# The environment variable naming the directory the processes of one test run share
+# (tests/conftest.py makes it before pytest-xdist starts its workers).
+SHARED_DIR_ENV = "RELAY_TESTS_SHARED_DIR"
 _RECORD = "pubsub-emulator.json"
 
 

@@ -36,6 +36,7 @@ for _name in ("WORKFLOWS_EMULATOR_HOST", "ALLOWED_WORKFLOWS", "GOOGLE_CLOUD_PROJ
 from harness.fake_metadata_server import FakeMetadataServer  # noqa: E402
 from harness.fake_workflows_api import FakeWorkflowsApi  # noqa: E402
 from harness.pubsub_emulator import (  # noqa: E402
+    SHARED_DIR_ENV,
     EmulatorUnavailable,
     PubSubEmulator,
     in_ci,
@@ -46,7 +47,6 @@ from harness.pubsub_emulator import (  # noqa: E402
 # What the processes of one run share (the Pub/Sub emulator's record and log): made by
 # the process pytest was started as, before pytest-xdist starts its workers, which
 # inherit the variable; removed by that same process at the end.
-SHARED_DIR_ENV = "RELAY_TESTS_SHARED_DIR"
 _shared_dir_key = pytest.StashKey[Path]()
 
 

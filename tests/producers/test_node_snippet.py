@@ -8,7 +8,9 @@ locally and fails it under CI=true.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.processes import child_env
-from harness.pubsub_emulator import PubSubEmulator, in_ci
+from harness.pubsub_emulator import SHARED_DIR_ENV, PubSubEmulator, in_ci
 from tests.producers.golden import (
     EXPECTED_FAILURE_DATA,
     EXPECTED_RESULT_DATA,
@@ -61,21 +63,25 @@ def node() -> str:
         unavailable("node and npm are not on PATH")
     assert node is not None
     assert npm is not None
-    if installed_version(node) is None:
-        try:
-            install = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                env=child_env(),
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            unavailable("npm ci took more than 600 s")
-        if install.returncode != 0:
-            unavailable(f"npm ci failed:\n{install.stdout[-2000:]}\n{install.stderr[-2000:]}")
+    # One install at a time: npm ci empties node_modules first, and each xdist process
+    # of the run has this fixture.
+    with (Path(os.environ[SHARED_DIR_ENV]) / "npm-ci.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed_version(node) is None:
+            try:
+                install = subprocess.run(
+                    [npm, "ci", "--no-audit", "--no-fund"],
+                    cwd=NODE_DIR,
+                    env=child_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                unavailable("npm ci took more than 600 s")
+            if install.returncode != 0:
+                unavailable(f"npm ci failed:\n{install.stdout[-2000:]}\n{install.stderr[-2000:]}")
     pinned = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
     assert installed_version(node) == pinned[PACKAGE], "node_modules does not match the pin"
     return node
