@@ -256,7 +256,7 @@ def fail_fast_target(data: bytes) -> ReplyTo | None:
     if not isinstance(url, str) or not 0 < len(url) <= MAX_CALLBACK_URL_LENGTH:
         return None
     # "post" for "POST" is the likeliest typo: the callback still takes the error.
-    # ASCII only: "poſt".upper() is "POST" too.
+    # ASCII only: "po\u017ft".upper() (a long s) is "POST" too.
     if not isinstance(method, str) or not method.isascii():
         return None
     if method.upper() not in FAIL_FAST_METHODS:

@@ -327,7 +327,7 @@ def test_a_lone_surrogate_anywhere_is_not_strict_json() -> None:
         (json.dumps({"callback_url": URL, "method": "Patch"}), ReplyTo(URL, "PATCH")),
         (json.dumps({"callback_url": URL, "method": "get", "payload": 1}), None),
         (json.dumps({"callback_url": URL, "method": "delete"}), None),
-        (json.dumps({"callback_url": URL, "method": "po\u017ft"}), None),  # "poſt".upper()
+        (json.dumps({"callback_url": URL, "method": "po\u017ft"}), None),  # long s: upper() is POST
         (json.dumps({"callback_url": URL, "method": "FETCH"}), None),
         (json.dumps({"callback_url": URL, "method": ["POST"]}), None),
         (json.dumps({"callbackUrl": URL}), None),
