@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -143,6 +144,16 @@ def test_every_row_is_walked() -> None:
         assert sum(mistake.startswith(p) for p in prefixes) == 1, f"no examples for {mistake!r}"
     for prefix in prefixes:
         row_named(prefix)  # each still names a row
+
+
+@pytest.mark.parametrize("prefix", list(EXAMPLES))
+def test_each_example_the_row_names_is_sent(prefix: str) -> None:
+    # `payloa`, `"post"`, `callbackUrl`...: what the doc gives as an example is one here.
+    mistake, _ = row_named(prefix)
+    named = re.findall(r"`([^`]+)`", " ".join(re.findall(r"\(([^)]*)\)", mistake)))
+    sent = " ".join(example.name for example in EXAMPLES[prefix])
+    for literal in named:
+        assert literal.strip('"') in sent, f"{mistake}: no example sends {literal}"
 
 
 @pytest.mark.parametrize("prefix", NEVER_REACH_THE_RELAY)
