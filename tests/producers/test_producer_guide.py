@@ -12,7 +12,10 @@ INCLUDED = re.compile(r"<!-- snippet: (\S+) -->\n```[a-z]*\n(.*?)\n```", re.DOTA
 SNIPPET_FILES = sorted(
     path.relative_to(REPO).as_posix()
     for path in SNIPPETS.rglob("*")
-    if path.is_file() and "node_modules" not in path.parts and path.name != "package-lock.json"
+    if path.is_file()
+    # Installed, compiled or cached by running the snippets: not part of them.
+    and not {"node_modules", "dist", "__pycache__"} & set(path.parts)
+    and path.name != "package-lock.json"
 )
 
 
