@@ -24,7 +24,9 @@ publishes a job on a jobs topic and waits; examples/worker/worker.py, started he
 as its own process, pulls the job, does the work and publishes the result on the
 relay topic, from which the forwarder delivers it to the function.
 --worker-mode fail makes the worker fail the step on purpose, broken makes it
-publish a message with a typo, which the relay fails fast.
+publish a message with a typo, which the relay fails fast. --worker-command runs
+your own worker instead (a shell command line, any language), with
+PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT, JOBS_SUBSCRIPTION and RELAY_TOPIC set.
 
     python -m harness.demo_driver --workflows-api 127.0.0.1:P1 --metadata 127.0.0.1:P2 \
         --function-url http://127.0.0.1:P3/ [--topic T --subscription S] --payload '{...}'
@@ -259,10 +261,39 @@ def describe_failure(error: Any) -> str:
     return str(error)
 
 
+def worker_env(project: str, subscription: str, relay_topic: str) -> dict[str, str]:
+    """What a worker reads: its project, the jobs subscription and the relay topic (short ids)."""
+    return child_env(
+        {
+            "GOOGLE_CLOUD_PROJECT": project,
+            "PUBSUB_PROJECT_ID": project,
+            "JOBS_SUBSCRIPTION": subscription.rsplit("/", 1)[-1],
+            "RELAY_TOPIC": relay_topic.rsplit("/", 1)[-1],
+            # The emulator needs no credentials: keep Node's google-auth-library from
+            # probing for a metadata server and warning (MetadataLookupWarning).
+            "METADATA_SERVER_DETECTION": "none",
+        }
+    )
+
+
 def start_worker(
-    project: str, subscription: str, relay_topic: str, mode: str, log_dir: Path
+    project: str,
+    subscription: str,
+    relay_topic: str,
+    mode: str,
+    log_dir: Path,
+    command: str | None = None,
+    cwd: Path | None = None,
 ) -> ManagedProcess:
-    """examples/worker/worker.py as its own process: one job, then it exits."""
+    """The worker as its own process: examples/worker/worker.py for one job, or `command`.
+
+    `command` is a shell command line (yours: any language), run in `cwd` with
+    worker_env(): PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT, JOBS_SUBSCRIPTION, RELAY_TOPIC.
+    """
+    env = worker_env(project, subscription, relay_topic)
+    if command is not None:
+        argv = ["bash", "-c", command]
+        return ManagedProcess("worker", argv, log_dir / "worker.log", env=env, cwd=cwd).start()
     argv = [
         sys.executable,
         str(WORKER_EXAMPLE / "worker.py"),
@@ -279,16 +310,22 @@ def start_worker(
     ]
     if mode != "work":
         argv.append(f"--{mode}")
-    return ManagedProcess("worker", argv, log_dir / "worker.log", env=child_env()).start()
+    return ManagedProcess("worker", argv, log_dir / "worker.log", env=env).start()
 
 
 def worker_hops(worker: ManagedProcess, trace: Trace) -> None:
-    """One "worker" hop per JSON line the worker printed, at the time it printed it."""
+    """One "worker" hop per line the worker printed; a JSON line's "at" is its time."""
     for line in worker.lines():
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
+        if not line.strip():
+            continue
+        try:
             entry = json.loads(line)
-            fields = {k: v for k, v in entry.items() if k not in ("event", "at")}
-            trace.hop("worker", f"{entry['event']} {json.dumps(fields)}", at=float(entry["at"]))
+            event, at = str(entry["event"]), float(entry.get("at") or time.time())
+        except (ValueError, TypeError, KeyError, AttributeError):
+            trace.hop("worker", line[:300])
+            continue
+        fields = {k: v for k, v in entry.items() if k not in ("event", "at")}
+        trace.hop("worker", f"{event} {json.dumps(fields, ensure_ascii=False)[:300]}", at=at)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="work",
         help="with --example worker: do the work, fail the step, or publish a broken message",
     )
+    parser.add_argument(
+        "--worker-command",
+        metavar="COMMAND",
+        help="with --example worker: run this shell command as the worker instead of worker.py",
+    )
+    parser.add_argument("--worker-cwd", type=Path, help="where --worker-command runs")
     parser.add_argument("--log-dir", type=Path, help="where the worker's log goes")
     args = parser.parse_args(argv)
     payload = json.loads(args.payload)
@@ -367,7 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     subscriber.create_subscription(name=jobs_subscription, topic=jobs_topic)
                 log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="worker-example-"))
                 worker = start_worker(
-                    args.project, jobs_subscription, args.topic, args.worker_mode, log_dir
+                    args.project,
+                    jobs_subscription,
+                    args.topic,
+                    args.worker_mode,
+                    log_dir,
+                    args.worker_command,
+                    args.worker_cwd,
                 )
                 exits.callback(worker.stop)
                 workflow, workflow_id = WORKER_EXAMPLE / "workflow.yaml", WORKER_WORKFLOW
@@ -401,7 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         expected_answers = 1 if worker is not None else trace.names().count("published")
         trace.wait_for("function", expected_answers, timeout=5)
         if worker is not None:
-            worker.wait_for_line(r'"event"', timeout=5)
+            # A one-job worker exits by itself; one that keeps pulling is stopped.
+            deadline = time.monotonic() + 5
+            while worker.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            worker.stop()
             worker_hops(worker, trace)
 
     calls: list[dict[str, Any]] = []

@@ -4,7 +4,8 @@
 #   (functions-framework) -> fake Workflows callback API, tokens from a fake
 #   metadata server. Runs one demo execution and prints every hop with its timing.
 # Usage: scripts/run-local.sh [--stay] [--no-emulator] [--payload JSON] [--timeout SECONDS]
-#                             [--workflow FILE] [--example worker [--worker-mode MODE]]
+#                             [--workflow FILE] [--example worker [--worker-mode MODE]
+#                             [--worker-command COMMAND]]
 #   --stay         keep everything running after the demo (delivery too), until Ctrl-C,
 #                  and print a create-a-callback, publish, see-it-resumed sequence
 #   --no-emulator  skip Pub/Sub: POST the CloudEvent to the function directly
@@ -14,6 +15,9 @@
 #   --example worker  run examples/worker/: the workflow publishes a job, worker.py does
 #                  it and publishes the result to the relay topic (needs the emulator);
 #                  --worker-mode fail|broken: fail the step on purpose, or a broken message
+#   --worker-command  with --example worker: your worker instead of worker.py, a shell
+#                  command run in this directory with PUBSUB_EMULATOR_HOST,
+#                  GOOGLE_CLOUD_PROJECT, JOBS_SUBSCRIPTION and RELAY_TOPIC set
 # Exit status: 0 the workflow returned (RESUMED), 1 its execution failed (a CallbackError),
 # 2 it returned TIMED_OUT. Ctrl-C at any point stops every process this script started.
 set -euo pipefail
@@ -27,6 +31,7 @@ timeout=30
 workflow=workflow.yaml
 example=""
 worker_mode=work
+worker_command=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --stay) stay=true ;;
@@ -36,7 +41,8 @@ while [[ $# -gt 0 ]]; do
         --workflow) workflow="$(cd "$caller_dir" && readlink -f "$2")"; shift ;;
         --example) example="$2"; shift ;;
         --worker-mode) worker_mode="$2"; shift ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        --worker-command) worker_command="$2"; shift ;;
+        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -151,6 +157,12 @@ if [[ -n $example ]]; then
     # The worker's job is {"text": ...}: it counts the words and upper-cases them.
     driver_args+=(--payload "${payload:-"{\"text\": \"hello from the worker example\"}"}")
     driver_args+=(--example "$example" --worker-mode "$worker_mode" --log-dir "$logs")
+    if [[ -n $worker_command ]]; then
+        driver_args+=(--worker-command "$worker_command" --worker-cwd "$caller_dir")
+    fi
+elif [[ -n $worker_command ]]; then
+    echo "--worker-command needs --example worker" >&2
+    exit 2
 fi
 emulator_missing=""
 external_emulator=false
@@ -200,7 +212,7 @@ fi
 
 echo
 if [[ -n $example ]]; then
-    echo "== examples/$example (its workflow.yaml, run by the local Workflows interpreter; worker.py --$worker_mode)"
+    echo "== examples/$example (its workflow.yaml, run by the local Workflows interpreter; worker: ${worker_command:-worker.py --$worker_mode})"
 else
     echo "== demo execution (workflow.yaml, run by the local Workflows interpreter)"
 fi

@@ -12,7 +12,10 @@ anything is published (and with --dry-run, instead of publishing) it goes
 through the relay's own parser and callback URL policy (function/callback_relay),
 configured from this environment exactly as the deployed relay is:
 ALLOWED_WORKFLOWS, WORKFLOWS_EMULATOR_HOST and MAX_MESSAGE_BYTES. A message the
-relay would refuse is never published.
+relay would refuse is never published. Each refusal also says what the waiting
+step then sees, as the relay decides it: "the waiting step gets CallbackError
+INVALID_MESSAGE" (fail fast) or "the waiting step waits until its timeout:
+nothing to fail fast to".
 
 Exit codes: 0 published (or, with --dry-run, accepted); 1 the publish failed;
 2 bad arguments or relay environment; 3 the relay would refuse the message.
@@ -31,13 +34,19 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 # tools/__init__.py puts function/ on the import path: these are the relay's own rules.
+from callback_relay.callback_response import Classification, DeliveryResult, Kind
 from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
 from callback_relay.config import load_settings
 from callback_relay.errors import ConfigError, Rejection
 from callback_relay.message import CALLBACK_METHODS, CallbackMessage, parse_message_data
+from callback_relay.outcomes import Outcome
+from callback_relay.pubsub_event import PubSubDelivery
+from callback_relay.relay import CallbackRelay
+from callback_relay.structured_log import StructuredLog
+from callback_relay.trace_context import TraceContext
 from tools.pubsub_names import default_project, resource_path
 from tools.pubsub_publisher import publish_message
 
@@ -121,6 +130,43 @@ def check_with_relay_rules(
             "expired", "expired", f"expires_at {message.expires_at.isoformat()} has passed"
         )
     return AcceptedMessage(message, target)
+
+
+FAILS_FAST = "the waiting step gets CallbackError INVALID_MESSAGE"
+WAITS = "the waiting step waits until its timeout: nothing to fail fast to"
+
+
+class _NoCallClient:
+    """The relay's callback client for a dry run: records the call, answers 200, sends nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def deliver(self, method: str, url: str, body: bytes | None, key: str) -> DeliveryResult:
+        self.calls.append((method, url))
+        return DeliveryResult(Classification(Kind.DELIVERED, "dry run", 200), 1, 0.0)
+
+
+class _SilentLog(StructuredLog):
+    def enabled(self, level: int) -> bool:
+        return False
+
+
+def waiting_step(
+    data: bytes,
+    env: Mapping[str, str],
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+) -> str:
+    """What the waiting step sees of a message the relay refuses: FAILS_FAST or WAITS.
+
+    Decided by the relay itself (CallbackRelay, with this environment's settings and
+    URL policy), run with a client that calls nothing: no second copy of its rules.
+    """
+    settings = load_settings(env)
+    policy = CallbackUrlPolicy(settings.emulator_origin, settings.allowed_workflows)
+    relay = CallbackRelay(settings, policy, cast(Any, _NoCallClient()), _SilentLog(), now)
+    outcome = relay.relay_delivery(PubSubDelivery("dry-run", data, {}), TraceContext())
+    return FAILS_FAST if outcome.outcome == Outcome.FAILED_FAST else WAITS
 
 
 def publish(topic: str, data: bytes, attributes: Mapping[str, str], timeout: float = 30.0) -> str:
@@ -217,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except RelayWouldRefuse as exc:
         print(f"the relay would refuse this message: {exc}", file=sys.stderr)
+        print(waiting_step(data, os.environ), file=sys.stderr)
         print("not published", file=sys.stderr)
         return EXIT_REFUSED
     print(

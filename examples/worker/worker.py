@@ -1,7 +1,10 @@
 """A worker: pull a job from the jobs subscription, do the work, publish the result.
 
-    python examples/worker/worker.py --subscription worker-example-jobs-worker \
+    python examples/worker/worker.py --subscription worker-example-jobs \
         --relay-topic workflows-callback-relay [--max-jobs 1] [--fail | --broken]
+
+--subscription and --relay-topic default to JOBS_SUBSCRIPTION and RELAY_TOPIC, which
+scripts/run-local.sh --example worker --worker-command sets.
 
 The job is what examples/worker/workflow.yaml publishes:
     {"callback_url": ..., "method": "POST", "expires_at": RFC 3339, "job": {"text": ...}}
@@ -21,7 +24,9 @@ and a job already past expires_at are acknowledged and logged, never retried.
 Each outcome is one JSON line on stdout.
 
 Project: --project, or GOOGLE_CLOUD_PROJECT / PUBSUB_PROJECT_ID. Locally, set
-PUBSUB_EMULATOR_HOST. Needs only google-cloud-pubsub (requirements.txt).
+PUBSUB_EMULATOR_HOST. Needs only google-cloud-pubsub (requirements.txt). A
+subscription that does not exist ends the worker with exit 2 and the names of
+those that do.
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ class PoisonJob(ValueError):
 
 class BadJob(ValueError):
     """The job has a callback but cannot be done: the step is failed with this reason."""
+
+
+class NoSuchSubscription(LookupError):
+    """The jobs subscription does not exist; the message names those that do."""
 
 
 def read_job(data: bytes) -> dict[str, Any]:
@@ -147,8 +156,27 @@ class Worker:
             )
         except api_exceptions.DeadlineExceeded:
             return None
+        except api_exceptions.NotFound:
+            raise NoSuchSubscription(self._missing_subscription()) from None
         received = list(response.received_messages)
         return received[0] if received else None
+
+    def _missing_subscription(self) -> str:
+        project = self.subscription.split("/")[1]
+        try:
+            names = sorted(
+                s.name.rsplit("/", 1)[-1]
+                for s in self.subscriber.list_subscriptions(
+                    request={"project": f"projects/{project}"}
+                )
+            )
+        except api_exceptions.GoogleAPICallError as exc:  # e.g. no permission to list
+            return f"subscription {self.subscription} does not exist ({exc.message})"
+        listed = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") or "none"
+        return (
+            f"subscription {self.subscription} does not exist;"
+            f" subscriptions in projects/{project}: {listed}"
+        )
 
     def handle(self, received: Any) -> str:
         """Answer one job; acknowledge it unless its result could not be published."""
@@ -207,9 +235,15 @@ def make_parser() -> argparse.ArgumentParser:
         description="Pull jobs, do the work, publish each result to the relay topic.",
     )
     parser.add_argument("--project", help="default: GOOGLE_CLOUD_PROJECT or PUBSUB_PROJECT_ID")
-    parser.add_argument("--subscription", required=True, help="the jobs subscription")
     parser.add_argument(
-        "--relay-topic", default="workflows-callback-relay", help="the relay's topic"
+        "--subscription",
+        default=os.environ.get("JOBS_SUBSCRIPTION"),
+        help="the jobs subscription (default: JOBS_SUBSCRIPTION)",
+    )
+    parser.add_argument(
+        "--relay-topic",
+        default=os.environ.get("RELAY_TOPIC", "workflows-callback-relay"),
+        help="the relay's topic (default: RELAY_TOPIC, else workflows-callback-relay)",
     )
     parser.add_argument("--max-jobs", type=int, help="stop after this many jobs")
     parser.add_argument(
@@ -229,10 +263,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not project:
         parser.error(f"pass --project or set {' or '.join(PROJECT_ENV_VARS)}")
+    if not args.subscription:
+        parser.error("pass --subscription or set JOBS_SUBSCRIPTION")
     mode = "fail" if args.fail else "broken" if args.broken else "work"
     worker = Worker(project, args.subscription, args.relay_topic, mode)
     try:
         worker.run(args.max_jobs, args.idle_timeout)
+    except NoSuchSubscription as exc:
+        log("no_such_subscription", reason=str(exc))
+        print(f"worker.py: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:

@@ -34,6 +34,12 @@ _PATH_RE = re.compile(
 )
 # Anything outside printable ASCII, plus characters that change how a URL parses.
 _FORBIDDEN_RE = re.compile(r"[^\x21-\x7e]|[\\%@?#]")
+# A URL of a local stand-in: say how the relay is pointed at one.
+_LOCAL_RE = re.compile(r"https?://(127\.[0-9.]+|localhost|\[::1\]|0\.0\.0\.0)(:|/|$)", re.I)
+_LOCAL_HINT = (
+    "a local Workflows API is accepted only at WORKFLOWS_EMULATOR_HOST (host:port),"
+    " set where the relay (or tools.publish) runs"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +87,10 @@ class CallbackUrlPolicy:
                 "callback_url contains whitespace, control, non-ASCII or one of \\ % @ ? #",
             )
         if not url.startswith(self.origin + "/"):
-            raise CallbackUrlRefused(
-                Reason.WRONG_ORIGIN, f"callback_url must start with {self.origin}/"
-            )
+            detail = f"callback_url must start with {self.origin}/"
+            if _LOCAL_RE.match(url):
+                detail += f"; {_LOCAL_HINT}"
+            raise CallbackUrlRefused(Reason.WRONG_ORIGIN, detail)
         match = _PATH_RE.fullmatch(url, len(self.origin))
         if match is None:
             raise CallbackUrlRefused(

@@ -48,12 +48,13 @@ _MAX_NAMES, _MAX_NAME_CHARS = 5, 40
 
 # RFC 3339 date-time (https://www.rfc-editor.org/rfc/rfc3339#section-5.6) with
 # each field's range; the schema carries the same pattern, and the code below
-# rejects the rest (year 0000, Feb 30), as jsonschema's format checker does.
+# rejects the rest (Feb 30), as jsonschema's format checker does. Year 0000 is
+# refused by the pattern itself: ajv-formats' date-time accepts it.
 # It ends in `$(?!\n)`: in Python `$` also matches before a trailing newline
 # (jsonschema uses re.search), in ECMA-262 it does not; with the lookahead both
 # mean "end of the string".
 RFC3339_PATTERN = (
-    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]"
     r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$(?!\n)"
 )
 _RFC3339_RE = re.compile(RFC3339_PATTERN)
@@ -239,8 +240,8 @@ def fail_fast_target(data: bytes) -> ReplyTo | None:
     Read leniently (NaN, lone surrogates, unknown fields and a size over the
     limit are what the message may have been rejected for), and only for
     ``callback_url`` and ``method``: a non-empty string URL and a method in
-    FAIL_FAST_METHODS (POST when absent). The URL policy still decides whether
-    the relay may call it.
+    FAIL_FAST_METHODS, in any case (POST when absent; sent upper-case). The URL
+    policy still decides whether the relay may call it.
     """
     if len(data) > FAIL_FAST_MAX_BYTES:
         return None
@@ -254,6 +255,10 @@ def fail_fast_target(data: bytes) -> ReplyTo | None:
     url, method = fields.get("callback_url"), fields.get("method", "POST")
     if not isinstance(url, str) or not 0 < len(url) <= MAX_CALLBACK_URL_LENGTH:
         return None
-    if not isinstance(method, str) or method not in FAIL_FAST_METHODS:
+    # "post" for "POST" is the likeliest typo: the callback still takes the error.
+    # ASCII only: "po\u017ft".upper() (a long s) is "POST" too.
+    if not isinstance(method, str) or not method.isascii():
         return None
-    return ReplyTo(url, method)
+    if method.upper() not in FAIL_FAST_METHODS:
+        return None
+    return ReplyTo(url, method.upper())

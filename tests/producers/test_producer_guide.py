@@ -12,7 +12,10 @@ INCLUDED = re.compile(r"<!-- snippet: (\S+) -->\n```[a-z]*\n(.*?)\n```", re.DOTA
 SNIPPET_FILES = sorted(
     path.relative_to(REPO).as_posix()
     for path in SNIPPETS.rglob("*")
-    if path.is_file() and "node_modules" not in path.parts and path.name != "package-lock.json"
+    if path.is_file()
+    # Installed, compiled or cached by running the snippets: not part of them.
+    and not {"node_modules", "dist", "__pycache__"} & set(path.parts)
+    and path.name != "package-lock.json"
 )
 
 
@@ -36,3 +39,15 @@ def test_the_guide_says_the_go_snippet_is_not_compiled() -> None:
 def test_relative_links_resolve() -> None:
     for target in re.findall(r"\]\((\.\./[^)#]+)", GUIDE):
         assert (GUIDE_PATH.parent / target).resolve().exists(), target
+
+
+def test_the_documented_url_limit_is_the_schemas_and_the_relays() -> None:
+    import json
+
+    from callback_relay.message import MAX_CALLBACK_URL_LENGTH
+
+    schema = json.loads((REPO / "schemas" / "callback-message.schema.json").read_text())
+    limit = schema["properties"]["callback_url"]["maxLength"]
+    assert limit == MAX_CALLBACK_URL_LENGTH
+    assert f"`maxLength` {limit}" in GUIDE
+    assert f"`maxLength` {limit}" in (REPO / "docs" / "message-contract.md").read_text()

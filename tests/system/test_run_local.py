@@ -20,8 +20,10 @@ import yaml
 from harness.ports import port_is_open
 from harness.processes import child_env
 from harness.pubsub_emulator import PubSubEmulator
+from tests.doc_blocks import blocks
 
 REPO = Path(__file__).resolve().parents[2]
+RUNNING_LOCALLY = REPO / "docs" / "running-locally.md"
 HOPS = ["callback", "published", "delivered", "token", "callback", "resumed"]
 
 
@@ -286,7 +288,7 @@ def check_everything_stopped(script: StayingScript) -> None:
 @pytest.mark.slow
 @pytest.mark.emulator
 def test_run_local_stay_keeps_delivering_and_its_printed_sequence_resumes_a_callback(
-    emulator: PubSubEmulator,
+    emulator: PubSubEmulator, tmp_path: Path
 ) -> None:
     # The emulator already runs (PUBSUB_EMULATOR_HOST): the script uses it, names its
     # topics for this run, and leaves the emulator running when it stops.
@@ -302,8 +304,52 @@ def test_run_local_stay_keeps_delivering_and_its_printed_sequence_resumes_a_call
             and json.loads(line).get("message_id") == published["message_id"]
         ]
         assert outcomes == ["delivered"]
+        check_the_docs_stay_sequence(script)
+        check_the_docs_python_recipe(script, tmp_path)
         assert script.interrupt() == 130
     check_everything_stopped(script)
+
+
+def check_the_docs_stay_sequence(script: StayingScript) -> None:
+    """running-locally.md shows the sequence the script prints, its ports as PORT."""
+    printed = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", script.printed_sequence())
+    printed = re.sub(r"(workflows-callback-relay)-\d+-\d+", r"\1", printed)
+    (shown,) = [
+        block.text
+        for block in blocks(RUNNING_LOCALLY)
+        if block.language == "sh" and "_fake/executions" in block.text and "PORT" in block.text
+    ]
+    assert shown == printed + "\n"
+
+
+def check_the_docs_python_recipe(script: StayingScript, tmp_path: Path) -> None:
+    """The doc's Python recipe resumes an execution of a copy of workflow.yaml on the stack."""
+    text = RUNNING_LOCALLY.read_text(encoding="utf-8")
+    recipe = text.split("From Python, for a test of your own", 1)[1]
+    code = recipe.split("```python\n", 1)[1].split("```", 1)[0]
+    emulator = re.search(r"Pub/Sub emulator\s+(127\.0\.0\.1:\d+)", script.output)
+    workflows = re.search(r"fake Workflows API\s+(127\.0\.0\.1:\d+)", script.output)
+    topic = re.search(r"--topic (\S+)", script.printed_sequence())
+    assert emulator is not None
+    assert workflows is not None
+    assert topic is not None
+    code = code.replace('"127.0.0.1:PORT") as publish', f'"{emulator[1]}") as publish')
+    code = code.replace('HttpCallbacks("127.0.0.1:PORT")', f'HttpCallbacks("{workflows[1]}")')
+    code = code.replace('"topic": "workflows-callback-relay"', f'"topic": "{topic[1]}"')
+    assert "PORT" not in code
+    (tmp_path / "my-workflow.yaml").write_text((REPO / "workflow.yaml").read_text())
+    ran = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=child_env({"PYTHONPATH": str(REPO)}, drop=("PUBSUB_EMULATOR_HOST",)),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "'status': 'RESUMED'" in ran.stdout, ran.stdout
+    assert "'body': {'order': 9}" in ran.stdout, ran.stdout
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from harness.ports import free_port, wait_for_port
 from harness.processes import child_env
+from tests.doc_blocks import doc_block
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "running-locally.md"
@@ -27,10 +27,7 @@ SPLIT = "# a callback to resume"
 
 
 def by_hand_block() -> str:
-    section = DOC.read_text(encoding="utf-8").split("## Running the function by hand", 1)[1]
-    match = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert match is not None, "no sh block under 'Running the function by hand'"
-    return match[1]
+    return doc_block(DOC, "running-locally-by-hand")
 
 
 @pytest.mark.slow

@@ -174,3 +174,55 @@ def test_runs_as_a_module_from_the_repository_root() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["callback_url"] == URL
+
+
+@pytest.mark.parametrize(
+    ("message", "fails_fast"),
+    [
+        ({"callback_url": URL, "method": "post"}, True),  # a case typo: the callback takes it
+        ({"callback_url": URL, "payloa": {}}, True),
+        ({"callback_url": URL, "expires_at": "tomorrow"}, True),
+        ({"callback_url": URL, "method": "PUT", "colour": "red"}, True),
+        ({"callbackUrl": URL, "payload": {}}, False),  # no callback to tell
+        ({"callback_url": URL, "method": "GET", "payload": 1}, False),  # nothing carries it
+        ({"callback_url": URL, "method": "FETCH"}, False),
+        ({"callback_url": "https://example.com/cb", "payloa": 1}, False),  # never called
+        ({"callback_url": "https://example.com/cb"}, False),
+        ({"callback_url": URL, "expires_at": "2000-01-01T00:00:00Z"}, False),  # expired
+        (b"not json", False),
+    ],
+)
+def test_each_refusal_says_what_the_waiting_step_sees(
+    message: object,
+    fails_fast: bool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code, _, err = dry_run_data(capsys, monkeypatch, message)
+    assert code == publish_tool.EXIT_REFUSED
+    said = publish_tool.FAILS_FAST if fails_fast else publish_tool.WAITS
+    other = publish_tool.WAITS if fails_fast else publish_tool.FAILS_FAST
+    assert said in err
+    assert other not in err
+
+
+def test_the_waiting_step_verdict_follows_the_relays_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = {"callback_url": URL, "payloa": {}}
+    monkeypatch.setenv("FAIL_FAST_INVALID_MESSAGES", "false")
+    assert publish_tool.WAITS in dry_run_data(capsys, monkeypatch, broken)[2]
+    monkeypatch.delenv("FAIL_FAST_INVALID_MESSAGES")
+    monkeypatch.setenv("ALLOWED_WORKFLOWS", "projects/p/locations/*/workflows/other")
+    assert publish_tool.WAITS in dry_run_data(capsys, monkeypatch, broken)[2]
+    monkeypatch.setenv("ALLOWED_WORKFLOWS", "projects/p/locations/*/workflows/w")
+    assert publish_tool.FAILS_FAST in dry_run_data(capsys, monkeypatch, broken)[2]
+
+
+def test_a_local_url_refused_by_origin_names_workflows_emulator_host(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = URL.replace("https://workflowexecutions.googleapis.com", "http://127.0.0.1:8089")
+    code, _, err = dry_run_data(capsys, monkeypatch, {"callback_url": local})
+    assert code == publish_tool.EXIT_REFUSED
+    assert "WORKFLOWS_EMULATOR_HOST" in err

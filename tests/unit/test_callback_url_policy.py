@@ -120,3 +120,27 @@ def test_emulator_origin_replaces_google() -> None:
     for url in (GOOD, "http://127.0.0.1:8090" + PATH, "https://127.0.0.1:8089" + PATH):
         with pytest.raises(CallbackUrlRefused):
             policy.check(url)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["http://127.0.0.1:8082", "http://localhost:8082", "https://LOCALHOST", "http://[::1]:80"],
+)
+def test_a_local_url_refused_by_origin_names_workflows_emulator_host(origin: str) -> None:
+    # The likeliest cause locally: the relay was started without the fake's address.
+    with pytest.raises(CallbackUrlRefused) as caught:
+        CallbackUrlPolicy().check(origin + PATH)
+    assert caught.value.reason == "wrong_origin"
+    assert "WORKFLOWS_EMULATOR_HOST" in caught.value.detail
+    # Pointed at another local port, it says so too.
+    with pytest.raises(CallbackUrlRefused) as caught:
+        CallbackUrlPolicy("http://127.0.0.1:9999").check(origin + PATH)
+    assert "WORKFLOWS_EMULATOR_HOST" in caught.value.detail
+
+
+@pytest.mark.parametrize("url", ["https://evil.example" + PATH, "http://127.0.0.1.evil.example/x"])
+def test_a_remote_url_gets_no_emulator_hint(url: str) -> None:
+    with pytest.raises(CallbackUrlRefused) as caught:
+        CallbackUrlPolicy().check(url)
+    assert caught.value.reason == "wrong_origin"
+    assert "WORKFLOWS_EMULATOR_HOST" not in caught.value.detail

@@ -322,7 +322,13 @@ def test_a_lone_surrogate_anywhere_is_not_strict_json() -> None:
         (json.dumps({"callback_url": URL, "method": "HEAD"}), None),
         (json.dumps({"callback_url": URL, "method": "DELETE"}), None),
         (json.dumps({"callback_url": URL, "method": "OPTIONS"}), None),
-        (json.dumps({"callback_url": URL, "method": "post"}), None),
+        # A method in the wrong case is a typo the callback can still be told about.
+        (json.dumps({"callback_url": URL, "method": "post"}), ReplyTo(URL, "POST")),
+        (json.dumps({"callback_url": URL, "method": "Patch"}), ReplyTo(URL, "PATCH")),
+        (json.dumps({"callback_url": URL, "method": "get", "payload": 1}), None),
+        (json.dumps({"callback_url": URL, "method": "delete"}), None),
+        (json.dumps({"callback_url": URL, "method": "po\u017ft"}), None),  # long s: upper() is POST
+        (json.dumps({"callback_url": URL, "method": "FETCH"}), None),
         (json.dumps({"callback_url": URL, "method": ["POST"]}), None),
         (json.dumps({"callbackUrl": URL}), None),
         (json.dumps({"callback_url": ""}), None),

@@ -182,3 +182,50 @@ def test_a_result_that_cannot_be_published_leaves_the_job_for_redelivery(topics:
     # Nacked, not left to its ack deadline: it is back at once.
     (redelivered,) = available_now(topics.emulator, topics.jobs_sub)
     assert json.loads(redelivered.message.data) == job()
+
+
+def test_a_missing_subscription_names_the_ones_that_exist(topics: Topics) -> None:
+    # The likeliest local mistake: a subscription name nothing created.
+    missing = unique_name("jobs-worker-typo")
+    result = subprocess.run(
+        [sys.executable, WORKER, "--max-jobs", "1"],
+        env=child_env(
+            {
+                **topics.emulator.env(),
+                "GOOGLE_CLOUD_PROJECT": topics.emulator.project,
+                "JOBS_SUBSCRIPTION": missing,
+                "RELAY_TOPIC": topics.relay_topic,
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"subscriptions/{missing} does not exist" in result.stderr
+    assert topics.jobs_sub.rsplit("/", 1)[-1] in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["event"] == "no_such_subscription"
+
+
+def test_the_subscription_and_relay_topic_come_from_the_environment(topics: Topics) -> None:
+    send_job(topics, job())
+    result = subprocess.run(
+        [sys.executable, WORKER, "--max-jobs", "1", "--idle-timeout", "30"],
+        env=child_env(
+            {
+                **topics.emulator.env(),
+                "GOOGLE_CLOUD_PROJECT": topics.emulator.project,
+                "JOBS_SUBSCRIPTION": topics.jobs_sub.rsplit("/", 1)[-1],
+                "RELAY_TOPIC": topics.relay_topic,
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["event"] == "resumed"
+    assert len(topics.published()) == 1
