@@ -497,7 +497,7 @@ def build_keyed_waits(
         keyed.project,
         keyed.database,
         origin,
+        # Its own timeouts (5 s, 15 s), not the callbacks': within the same deadline.
         deadline_seconds=settings.retry_deadline_seconds,
-        timeout=(settings.connect_timeout_seconds, settings.read_timeout_seconds),
     )
     return KeyedWaits(store, keyed.topics, keyed.default_ttl_seconds)

@@ -126,7 +126,8 @@ def keyed_relay(
     project = firestore.new_project()
     values = {
         "WORKFLOWS_EMULATOR_HOST": api.emulator_host,
-        "CALLBACK_RETRY_DEADLINE_SECONDS": "2",
+        # Also the store's deadline: a shared machine can stall the emulator for a second.
+        "CALLBACK_RETRY_DEADLINE_SECONDS": "5",
         "CALLBACK_CONNECT_TIMEOUT_SECONDS": "1",
         "CALLBACK_READ_TIMEOUT_SECONDS": "1",
         "EVENT_STORE": "firestore",
