@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 
 from callback_relay.errors import RedeliveryRequested
 from harness.firestore_emulator import FirestoreEmulator
-from tests.events.fast_relay import FastRelay, RecordingClient, callback_url
+from harness.keyed_relay import FastRelay, RecordingClient, callback_url
 
 pytestmark = pytest.mark.emulator
 

@@ -1,5 +1,7 @@
 """Relays with keyed waits on, for many operations fast: callbacks recorded in process.
 
+For the race and model tests (tests/events) and the benchmark (bench/keyed_waits.py).
+
 The store, the correlation and the relay are the real ones on the Firestore
 emulator; only the callback's HTTP call is replaced by a recorder (the HTTP path
 has its own tests), so that a race test can run hundreds of operations in seconds.
@@ -32,15 +34,17 @@ ORIGIN = "127.0.0.1:9"  # never called: the recorder answers
 
 
 class RecordingClient:
-    """CallbackClient.deliver, answered 200 at once, every call recorded."""
+    """CallbackClient.deliver, answered 200 at once, every call recorded with its time."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.times: list[float] = []
 
     def deliver(self, method: str, url: str, body: bytes | None, key: str) -> DeliveryResult:
         with self.lock:
             self.calls.append((url, json.loads(body or b"null")))
+            self.times.append(time.perf_counter())
         return DeliveryResult(Classification(Kind.DELIVERED, "callback received", 200), 1, 0.1)
 
 
