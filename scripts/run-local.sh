@@ -14,6 +14,8 @@
 #   --example worker  run examples/worker/: the workflow publishes a job, worker.py does
 #                  it and publishes the result to the relay topic (needs the emulator);
 #                  --worker-mode fail|broken: fail the step on purpose, or a broken message
+#   --example events  keyed waits (docs/events.md): the Firestore emulator too, and
+#                  workflow.yaml's await_event resumed by events (harness/events_example.py)
 # Exit status: 0 the workflow returned (RESUMED), 1 its execution failed (a CallbackError),
 # 2 it returned TIMED_OUT. Ctrl-C at any point stops every process this script started.
 set -euo pipefail
@@ -36,7 +38,7 @@ while [[ $# -gt 0 ]]; do
         --workflow) workflow="$(cd "$caller_dir" && readlink -f "$2")"; shift ;;
         --example) example="$2"; shift ;;
         --worker-mode) worker_mode="$2"; shift ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -196,6 +198,16 @@ else
     unset PUBSUB_EMULATOR_HOST
     echo "Pub/Sub emulator       not available ($emulator_missing):"
     echo "                       the CloudEvent goes straight to the function"
+fi
+
+if [[ $example == events ]]; then
+    # The example starts the Firestore emulator and a relay with keyed waits on.
+    echo
+    echo "== keyed waits: workflow.yaml's await_event, run by the local Workflows interpreter"
+    status=0
+    "$py" -m harness.events_example --workflows-api "$workflows_host" --metadata "$metadata_host" \
+        --project "$project" --log-dir "$logs" --timeout "$timeout" || status=$?
+    exit "$status"
 fi
 
 echo
