@@ -7,6 +7,7 @@ and tokens from the fake metadata server. Time is moved by hand, never waited ou
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -461,3 +462,34 @@ def test_a_data_template_and_its_event_id(topics: KeyedRelay) -> None:
     topics.deliver(data, "p-3", topic="orders-paid")
     assert topics.take(url)["event_id"] == "pay-1"
     assert topics.deliver(data, "p-4", topic="orders-paid").outcome == "duplicate"
+
+
+def test_an_expired_waiter_never_takes_the_event_from_a_live_one(keyed: KeyedRelay) -> None:
+    execution = keyed.execution()
+    old, new = keyed.callback(execution), keyed.callback(execution)
+    soon = datetime.datetime.fromtimestamp(keyed.clock() + 60, datetime.UTC)
+    keyed.deliver(keyed.wait_data(old, "k", expires_at=soon.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    keyed.wait(new, "k")  # expires in 600 s
+    keyed.clock.advance(100)
+    keyed.event("k", {"n": 1})
+    assert keyed.api.calls_to(old) == []
+    assert payloads(keyed, new) == [{"n": 1}]
+
+
+def test_a_wait_that_expires_between_its_claim_and_its_call_is_not_called(
+    keyed: KeyedRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = keyed.callback()
+    keyed.wait(url, "k")
+    assert keyed.relay.keyed is not None
+    store = keyed.relay.keyed.store
+    decide = store.update
+
+    def slow_update(*args: Any, **kwargs: Any) -> Any:
+        result = decide(*args, **kwargs)
+        keyed.clock.advance(601)  # the wait (600 s) ends right after the claim
+        return result
+
+    monkeypatch.setattr(store, "update", slow_update)
+    keyed.event("k", {"n": 1})
+    assert keyed.api.calls_to(url) == []
