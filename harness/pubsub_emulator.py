@@ -23,7 +23,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -272,12 +272,26 @@ def shared_pubsub_emulator(
     Each emulator start costs about 3 s of CPU, and each test process of a run
     used to start its own.
     """
-    record = directory / _RECORD
-    with (directory / "pubsub-emulator.lock").open("a") as lock:
+    found = shared_start(
+        directory / _RECORD, lambda: _start_detached(directory, project, ready_timeout)
+    )
+    process = SharedEmulatorProcess(
+        found["pid"], found["host"], found["port"], Path(found["log_path"])
+    )
+    return PubSubEmulator(process, process.host, process.port, found["project"])
+
+
+def shared_start(record: Path, start: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The record of what `start` started, started once by whichever process comes first.
+
+    A lock file beside `record` makes the processes of one run take turns; a failure
+    to start is recorded too, so that each caller reports it without trying again.
+    """
+    with record.with_suffix(".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not record.exists():
             try:
-                found: dict[str, Any] = _start_detached(directory, project, ready_timeout)
+                found: dict[str, Any] = start()
             except EmulatorUnavailable as exc:
                 found = {"unavailable": str(exc)}
             except ProcessStartError as exc:
@@ -288,10 +302,7 @@ def shared_pubsub_emulator(
         raise EmulatorUnavailable(found["unavailable"])
     if "failed" in found:
         raise ProcessStartError(found["failed"])
-    process = SharedEmulatorProcess(
-        found["pid"], found["host"], found["port"], Path(found["log_path"])
-    )
-    return PubSubEmulator(process, process.host, process.port, found["project"])
+    return found
 
 
 def _start_detached(directory: Path, project: str, ready_timeout: float) -> dict[str, Any]:
@@ -299,39 +310,61 @@ def _start_detached(directory: Path, project: str, ready_timeout: float) -> dict
     if reason is not None:
         raise EmulatorUnavailable(reason)
     port = free_port()
-    log_path = directory / f"pubsub-emulator-{port}.log"
+    found = start_detached(
+        _argv(port, project),
+        directory / f"pubsub-emulator-{port}.log",
+        READY_LINE,
+        port,
+        ready_timeout,
+        "the Pub/Sub emulator",
+        _env(),
+    )
+    return {**found, "project": project}
+
+
+def start_detached(
+    argv: list[str],
+    log_path: Path,
+    ready_line: str,
+    port: int,
+    ready_timeout: float,
+    what: str,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """Start `argv` in a session of its own, logging to `log_path`, until it is ready.
+
+    Ready: its log shows `ready_line` and `port` accepts connections. Returns the
+    record that SharedEmulatorProcess and stop_detached read (pid, host, port, log).
+    """
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
-            _argv(port, project),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=env,
             start_new_session=True,
         )
     started = SharedEmulatorProcess(popen.pid, LOOPBACK, port, log_path)
-    ready = re.compile(READY_LINE)
+    ready = re.compile(ready_line)
     deadline = time.monotonic() + ready_timeout
     while not (ready.search(log_path.read_text(errors="replace")) and started.running()):
         if popen.poll() is not None or time.monotonic() > deadline:
             _stop_group(popen.pid, LOOPBACK, port)
             raise ProcessStartError(
-                f"the Pub/Sub emulator did not start (exit {popen.poll()}); "
-                f"log {log_path}:\n{started.tail()}"
+                f"{what} did not start (exit {popen.poll()}); log {log_path}:\n{started.tail()}"
             )
         time.sleep(0.05)
-    return {
-        "pid": popen.pid,
-        "host": LOOPBACK,
-        "port": port,
-        "project": project,
-        "log_path": str(log_path),
-    }
+    return {"pid": popen.pid, "host": LOOPBACK, "port": port, "log_path": str(log_path)}
 
 
 def stop_shared_pubsub_emulator(directory: Path) -> None:
     """Stop the emulator shared_pubsub_emulator(directory) started, if it did."""
-    record = directory / _RECORD
+    stop_detached(directory / _RECORD)
+
+
+def stop_detached(record: Path) -> None:
+    """Stop what start_detached started, as named by the record written for it."""
     if not record.exists():
         return
     found = json.loads(record.read_text(encoding="utf-8"))

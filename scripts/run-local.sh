@@ -4,7 +4,8 @@
 #   (functions-framework) -> fake Workflows callback API, tokens from a fake
 #   metadata server. Runs one demo execution and prints every hop with its timing.
 # Usage: scripts/run-local.sh [--stay] [--no-emulator] [--payload JSON] [--timeout SECONDS]
-#                             [--workflow FILE] [--example worker [--worker-mode MODE]
+#                             [--workflow FILE] [--example events]
+#                             [--example worker [--worker-mode MODE]
 #                             [--worker-command COMMAND]]
 #   --stay         keep everything running after the demo (delivery too), until Ctrl-C,
 #                  and print a create-a-callback, publish, see-it-resumed sequence
@@ -18,6 +19,8 @@
 #   --worker-command  with --example worker: your worker instead of worker.py, a shell
 #                  command run in this directory with PUBSUB_EMULATOR_HOST,
 #                  GOOGLE_CLOUD_PROJECT, JOBS_SUBSCRIPTION and RELAY_TOPIC set
+#   --example events  keyed waits (docs/events.md): the Firestore emulator too, and
+#                  workflow.yaml's await_event resumed by events (harness/events_example.py)
 # Exit status: 0 the workflow returned (RESUMED), 1 its execution failed (a CallbackError),
 # 2 it returned TIMED_OUT. Ctrl-C at any point stops every process this script started.
 set -euo pipefail
@@ -42,7 +45,7 @@ while [[ $# -gt 0 ]]; do
         --example) example="$2"; shift ;;
         --worker-mode) worker_mode="$2"; shift ;;
         --worker-command) worker_command="$2"; shift ;;
-        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -208,6 +211,16 @@ else
     unset PUBSUB_EMULATOR_HOST
     echo "Pub/Sub emulator       not available ($emulator_missing):"
     echo "                       the CloudEvent goes straight to the function"
+fi
+
+if [[ $example == events ]]; then
+    # The example starts the Firestore emulator and a relay with keyed waits on.
+    echo
+    echo "== keyed waits: workflow.yaml's await_event, run by the local Workflows interpreter"
+    status=0
+    "$py" -m harness.events_example --workflows-api "$workflows_host" --metadata "$metadata_host" \
+        --project "$project" --log-dir "$logs" --timeout "$timeout" || status=$?
+    exit "$status"
 fi
 
 echo

@@ -35,6 +35,11 @@ for _name in ("WORKFLOWS_EMULATOR_HOST", "ALLOWED_WORKFLOWS", "GOOGLE_CLOUD_PROJ
 
 from harness.fake_metadata_server import FakeMetadataServer  # noqa: E402
 from harness.fake_workflows_api import FakeWorkflowsApi  # noqa: E402
+from harness.firestore_emulator import (  # noqa: E402
+    FirestoreEmulator,
+    shared_firestore_emulator,
+    stop_shared_firestore_emulator,
+)
 from harness.pubsub_emulator import (  # noqa: E402
     SHARED_DIR_ENV,
     EmulatorUnavailable,
@@ -62,6 +67,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shared = config.stash.get(_shared_dir_key, None)
     if shared is not None:
         stop_shared_pubsub_emulator(shared)
+        stop_shared_firestore_emulator(shared)
         shutil.rmtree(shared, ignore_errors=True)
         os.environ.pop(SHARED_DIR_ENV, None)
 
@@ -139,3 +145,33 @@ def emulator(_emulator_session: PubSubEmulator | str) -> PubSubEmulator:
             f"{_emulator_session.process.tail()}"
         )
     return _emulator_session
+
+
+# -- the Firestore emulator: one per run, like the Pub/Sub one ----------------
+
+
+@pytest.fixture(scope="session")
+def _firestore_session() -> FirestoreEmulator | str:
+    try:
+        return shared_firestore_emulator(Path(os.environ[SHARED_DIR_ENV]))
+    except EmulatorUnavailable as exc:
+        return str(exc)
+
+
+@pytest.fixture
+def firestore(_firestore_session: FirestoreEmulator | str) -> FirestoreEmulator:
+    """The run's Firestore emulator; use FirestoreEmulator.new_project() for a fresh database."""
+    if isinstance(_firestore_session, str):
+        if in_ci():
+            pytest.fail(
+                f"CI=true and the Firestore emulator cannot run: {_firestore_session}",
+                pytrace=False,
+            )
+        pytest.skip(f"Firestore emulator unavailable: {_firestore_session}")
+    assert isinstance(_firestore_session, FirestoreEmulator)
+    if not _firestore_session.process.running():
+        pytest.fail(
+            f"the Firestore emulator died; log {_firestore_session.process.log_path}:\n"
+            f"{_firestore_session.process.tail()}"
+        )
+    return _firestore_session

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from callback_relay import structured_log
 from callback_relay.callback_url_policy import WorkflowPattern
 from callback_relay.errors import ConfigError
+from callback_relay.keyed_settings import KeyedSettings, load_keyed_settings
 
 DEFAULT_RETRY_DEADLINE_SECONDS = 30.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
@@ -57,6 +58,8 @@ class Settings:
     http_pool_size: int = 8
     # REQUESTS_CA_BUNDLE: the callback session ignores the environment, so pass it on.
     ca_bundle: str | None = None
+    # Keyed waits (EVENT_STORE, docs/events.md); None when off.
+    keyed: KeyedSettings | None = None
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, maximum: float) -> float:
@@ -153,4 +156,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         trace_project=env.get("GOOGLE_CLOUD_PROJECT", "").strip() or None,
         http_pool_size=max(threads, 4),
         ca_bundle=env.get("REQUESTS_CA_BUNDLE", "").strip() or None,
+        keyed=load_keyed_settings(env),
     )

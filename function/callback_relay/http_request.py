@@ -14,6 +14,8 @@ hands the raw data to the relay and maps the outcome to a status:
 | url_refused                      | 403    |
 | execution_gone, callback_rejected| 502    |
 | redelivery_requested, internal_error | 503 with Retry-After |
+| wait_registered (keyed)          | 202    |
+| event_received, duplicate (keyed)| 200    |
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ _STATUS_BY_OUTCOME: dict[Outcome, int] = {
     Outcome.CALLBACK_REJECTED: 502,
     Outcome.REDELIVERY_REQUESTED: 503,
     Outcome.INTERNAL_ERROR: 503,
+    # Keyed waits (docs/events.md).
+    Outcome.WAIT_REGISTERED: 202,
+    Outcome.EVENT_RECEIVED: 200,
+    Outcome.DUPLICATE: 200,
 }
 
 

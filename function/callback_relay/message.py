@@ -262,3 +262,33 @@ def fail_fast_target(data: bytes) -> ReplyTo | None:
     if method.upper() not in FAIL_FAST_METHODS:
         return None
     return ReplyTo(url, method.upper())
+
+
+def strict_json_object(data: bytes, max_bytes: int) -> dict[str, Any]:
+    """The data as a strict JSON object (the checks of parse_message_data), or MessageRejected.
+
+    For the keyed messages (keyed_message.py), which have their own fields.
+    """
+    if len(data) > max_bytes:
+        raise MessageRejected(
+            Reason.TOO_LARGE, f"message data is {len(data)} bytes; the limit is {max_bytes}"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageRejected(
+            Reason.NOT_UTF8, f"message data is not UTF-8 ({exc.reason})"
+        ) from None
+    try:
+        fields = _DECODER.decode(text.strip(_WHITESPACE))
+    except MessageRejected:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise MessageRejected(
+            Reason.INVALID_JSON, f"message data is not JSON ({str(exc)[:200]})"
+        ) from None
+    if not isinstance(fields, dict):
+        raise MessageRejected(Reason.NOT_AN_OBJECT, "message data must be a JSON object")
+    if "\\u" in text and _SURROGATE_ESCAPE_RE.search(text):
+        _reject_lone_surrogates(fields)
+    return fields

@@ -23,6 +23,11 @@ class Outcome(enum.StrEnum):
     REDELIVERY_REQUESTED = "redelivery_requested"
     # A bug in the relay; also not final, so the message can be replayed after a fix.
     INTERNAL_ERROR = "internal_error"
+    # Keyed waits (docs/events.md): a wait stored until its event, an event
+    # taken (its waiters' calls are logged on lines of their own), a repeat.
+    WAIT_REGISTERED = "wait_registered"
+    EVENT_RECEIVED = "event_received"
+    DUPLICATE = "duplicate"
 
 
 class Reason(enum.StrEnum):
@@ -53,6 +58,17 @@ class Reason(enum.StrEnum):
     WRONG_ORIGIN = "wrong_origin"
     WRONG_PATH = "wrong_path"
     WORKFLOW_NOT_ALLOWED = "workflow_not_allowed"
+    # Keyed waits and events (docs/events.md).
+    UNKNOWN_KIND = "unknown_kind"
+    KEYED_WAITS_OFF = "keyed_waits_off"
+    INVALID_KEY = "invalid_key"
+    KEY_TOO_LONG = "key_too_long"
+    UNKNOWN_SOURCE = "unknown_source"
+    INVALID_TTL = "invalid_ttl"
+    KEY_TEMPLATE_UNRESOLVED = "key_template_unresolved"
+    TOO_MANY_WAITERS = "too_many_waiters"
+    TOO_MANY_EVENTS = "too_many_events"
+    KEY_FULL = "key_full"
 
     @property
     def is_syntax(self) -> bool:

@@ -19,7 +19,7 @@ import json
 import os
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callback_relay import structured_log
 from callback_relay.access_token import AccessTokenProvider
@@ -36,6 +36,7 @@ from callback_relay.errors import (
     Rejection,
 )
 from callback_relay.idempotency_key import idempotency_key
+from callback_relay.keyed_message import keyed_kind, keyed_waits_off, unknown_kind
 from callback_relay.message import (
     CallbackMessage,
     ReplyTo,
@@ -53,6 +54,9 @@ from callback_relay.pubsub_event import (
 )
 from callback_relay.structured_log import bounded
 from callback_relay.trace_context import TraceContext
+
+if TYPE_CHECKING:
+    from callback_relay.keyed_waits import KeyedWaits
 
 _OUTCOME_BY_KIND = {
     Kind.DELIVERED: Outcome.DELIVERED,
@@ -103,12 +107,15 @@ class CallbackRelay:
         client: CallbackClient,
         log: structured_log.StructuredLog,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        keyed: KeyedWaits | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.client = client
         self.log = log
         self.now = now
+        # Keyed waits (docs/events.md); None when off (EVENT_STORE unset).
+        self.keyed = keyed
 
     # -- the public API: raw data in, outcome out ----------------------------
 
@@ -157,6 +164,11 @@ class CallbackRelay:
     def _relay(self, delivery: PubSubDelivery, context: _LogContext) -> RelayOutcome:
         key = idempotency_key(delivery.message_id)
         try:
+            if self.keyed is not None and self.keyed.handles(delivery):
+                return self.keyed.relay(self, delivery, key, context)
+            kind = keyed_kind(delivery.data)  # one substring test when there is no kind
+            if kind is not None:
+                raise keyed_waits_off(kind) if kind in ("wait", "event") else unknown_kind(kind)
             message = parse_message_data(delivery.data, self.settings.max_message_bytes)
         except MessageRejected as exc:
             reply_to = None
@@ -340,4 +352,9 @@ def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:
         read_timeout_seconds=settings.read_timeout_seconds,
     )
     policy = CallbackUrlPolicy(settings.emulator_origin, settings.allowed_workflows)
-    return CallbackRelay(settings, policy, client, log)
+    keyed = None
+    if settings.keyed is not None:  # the store is imported only when keyed waits are on
+        from callback_relay.keyed_waits import build_keyed_waits
+
+        keyed = build_keyed_waits(settings, session, client.tokens)
+    return CallbackRelay(settings, policy, client, log, keyed=keyed)

@@ -632,7 +632,7 @@ class FakeCloud:
 
 def test_workflow_yaml_loads_within_the_subset() -> None:
     definition = load_workflow(WORKFLOW_YAML)
-    assert set(definition.subworkflows) == {"main", "await_via_pubsub"}
+    assert set(definition.subworkflows) == {"main", "await_via_pubsub", "await_event"}
 
 
 def test_workflow_yaml_happy_path_returns_the_resumed_body() -> None:

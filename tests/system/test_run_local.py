@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.firestore_emulator import FirestoreEmulator
 from harness.ports import port_is_open
 from harness.processes import child_env
 from harness.pubsub_emulator import PubSubEmulator
@@ -359,3 +360,24 @@ def test_run_local_stay_without_the_emulator_prints_a_direct_cloudevent_sequence
         assert "ce-type: google.cloud.pubsub.topic.v1.messagePublished" in script.printed_sequence()
         assert script.interrupt() == 130
     check_everything_stopped(script)
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+def test_run_local_example_events(emulator: PubSubEmulator, firestore: FirestoreEmulator) -> None:
+    # Keyed waits, as printed: the notification, the event before its wait, and one
+    # event for three executions (harness/events_example.py; docs/events.md).
+    result = run_local("--example", "events")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    hops = result.stdout.split("--- every hop, in time order ---")[1].split("--- the relay")[0]
+    assert "Cloud Storage notification OBJECT_FINALIZE" in hops
+    resumed = [line for line in hops.splitlines() if " resumed " in line]
+    assert len(resumed) == 5
+    assert sum('"key": "order:42"' in line for line in resumed) == 3
+    assert any('"key": "gs://incoming/report.csv"' in line for line in resumed)
+    assert any('"key": "invoice:7"' in line for line in resumed)
+    outcomes = result.stdout.split("--- the relay's outcomes ---")[1]
+    assert "resumed 3 of 3 claimed" in outcomes
+    # The invoice's event came first and was kept; its wait was resumed at once.
+    assert "event_received   invoice:7  event 1 on relay/invoice:7: resumed 0 of 0" in outcomes
+    assert '"paid": true' in result.stdout

@@ -132,7 +132,7 @@ def all_expressions(node: Any) -> list[str]:
 
 
 def test_yaml_parses_into_main_and_the_subworkflow(workflow: dict[str, Any]) -> None:
-    assert set(workflow) == {"main", "await_via_pubsub"}
+    assert set(workflow) == {"main", "await_via_pubsub", "await_event"}
     assert workflow["main"]["params"] == ["args"]
 
 

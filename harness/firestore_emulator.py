@@ -1,0 +1,136 @@
+"""The Firestore emulator from the Google Cloud SDK, shared by the processes of a test run.
+
+`gcloud emulators firestore start --host-port=127.0.0.1:PORT` runs Firestore in
+Native mode on loopback, REST and gRPC on one port; clients find it through
+FIRESTORE_EMULATOR_HOST. Like the Pub/Sub emulator (harness.pubsub_emulator), the
+first process of a run that needs it starts it under a file lock, and the process
+that started the run stops it (tests/conftest.py).
+
+The emulator serves many projects at once: each test uses a project id of its own,
+so no test sees another's documents. It does no TTL deletion.
+
+Policy: tests that need it are marked `emulator`; under CI=true a missing emulator
+fails them, elsewhere they skip with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from harness.ports import LOOPBACK, free_port
+from harness.processes import child_env
+from harness.pubsub_emulator import (
+    EmulatorUnavailable,
+    SharedEmulatorProcess,
+    shared_start,
+    start_detached,
+    stop_detached,
+    unique_name,
+)
+
+READY_LINE = r"Dev App Server is now running"
+_RECORD = "firestore-emulator.json"
+
+
+def firestore_unavailable_reason() -> str | None:
+    """Why the emulator cannot run here, or None when gcloud, Java and the component are present."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        return "gcloud is not on PATH (install the Google Cloud SDK with cloud-firestore-emulator)"
+    if shutil.which("java") is None:
+        return "java is not on PATH (the Firestore emulator needs Java)"
+    sdk_root = Path(os.path.realpath(gcloud)).parent.parent
+    if not (sdk_root / "platform" / "cloud-firestore-emulator").is_dir():
+        return f"the cloud-firestore-emulator component is not installed under {sdk_root}/platform"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class FirestoreEmulator:
+    process: SharedEmulatorProcess
+
+    @property
+    def address(self) -> str:
+        return f"{self.process.host}:{self.process.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"FIRESTORE_EMULATOR_HOST": self.address}
+
+    @staticmethod
+    def new_project() -> str:
+        """A project id of its own: a fresh, empty database on the shared emulator."""
+        return unique_name("fs")
+
+    def documents(self, project: str, collection: str) -> list[dict[str, Any]]:
+        """Every document of `collection` (for tests that look at what was stored)."""
+        url = (
+            f"http://{self.address}/v1/projects/{project}/databases/(default)/documents/"
+            f"{collection}?pageSize=1000"
+        )
+        reply = requests.get(url, headers={"Authorization": "Bearer owner"}, timeout=10)
+        reply.raise_for_status()
+        return list(reply.json().get("documents", []))
+
+
+def _argv(port: int) -> list[str]:
+    return [
+        "gcloud",
+        "emulators",
+        "firestore",
+        "start",
+        f"--host-port={LOOPBACK}:{port}",
+        "--quiet",
+    ]
+
+
+def _start(directory: Path, ready_timeout: float) -> dict[str, Any]:
+    reason = firestore_unavailable_reason()
+    if reason is not None:
+        raise EmulatorUnavailable(reason)
+    port = free_port()
+    env = child_env(drop=("FIRESTORE_EMULATOR_HOST",))
+    return start_detached(
+        _argv(port),
+        directory / f"firestore-emulator-{port}.log",
+        READY_LINE,
+        port,
+        ready_timeout,
+        "the Firestore emulator",
+        env,
+    )
+
+
+def shared_firestore_emulator(directory: Path, ready_timeout: float = 90.0) -> FirestoreEmulator:
+    """The one Firestore emulator of every process that shares `directory`."""
+    found = shared_start(directory / _RECORD, lambda: _start(directory, ready_timeout))
+    return FirestoreEmulator(
+        SharedEmulatorProcess(found["pid"], found["host"], found["port"], Path(found["log_path"]))
+    )
+
+
+def stop_shared_firestore_emulator(directory: Path) -> None:
+    stop_detached(directory / _RECORD)
+
+
+@contextlib.contextmanager
+def firestore_emulator(log_dir: Path, ready_timeout: float = 90.0) -> Iterator[FirestoreEmulator]:
+    """An emulator of its own (the benchmark, the local example), stopped on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield shared_firestore_emulator(log_dir, ready_timeout)
+    finally:
+        stop_shared_firestore_emulator(log_dir)
+
+
+if __name__ == "__main__":  # python -m harness.firestore_emulator: is it installed?
+    print(firestore_unavailable_reason() or "ok")
+    sys.exit(0 if firestore_unavailable_reason() is None else 1)
