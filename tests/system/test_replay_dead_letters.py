@@ -393,23 +393,38 @@ def test_an_empty_subscription_exits_quickly(emulator: PubSubEmulator) -> None:
 class ScriptedPubSub:
     """Pulls return the scripted batches (then nothing); each pull advances the clock."""
 
-    def __init__(self, batches: list[list[str]], seconds_per_pull: float = 1.0) -> None:
+    def __init__(
+        self,
+        batches: list[list[str]],
+        seconds_per_pull: float = 1.0,
+        keys: dict[str, str] | None = None,
+    ) -> None:
         self.batches = batches
         self.seconds_per_pull = seconds_per_pull
+        self.keys = keys or {}  # message id -> ordering key
         self.now = 0.0
         self.pulls = 0
+        self.pull_timeouts: list[float] = []
         self.acked: list[str] = []
         self.published: list[bytes] = []
 
     def clock(self) -> float:
         return self.now
 
-    def pull(self, **_: Any) -> Any:
+    def pull(self, *, timeout: float, **_: Any) -> Any:
+        self.pull_timeouts.append(timeout)
         self.now += self.seconds_per_pull
         batch = self.batches[self.pulls] if self.pulls < len(self.batches) else []
         self.pulls += 1
         received = [
-            {"ack_id": f"ack-{data}", "message": {"message_id": data, "data": data.encode()}}
+            {
+                "ack_id": f"ack-{data}",
+                "message": {
+                    "message_id": data,
+                    "data": data.encode(),
+                    "ordering_key": self.keys.get(data, ""),
+                },
+            }
             for data in batch
         ]
         from google.pubsub_v1 import PullResponse
@@ -443,6 +458,38 @@ def test_alternating_empty_and_full_pulls_still_drain_everything() -> None:
 
     assert (report.count("replayed"), report.stopped) == (4, "max-messages")
     assert pubsub.acked == ["ack-a", "ack-b", "ack-c", "ack-d"]
+
+
+def test_no_pull_outlasts_max_seconds() -> None:
+    pubsub = ScriptedPubSub([[f"m{n}"] for n in range(10)], seconds_per_pull=1.0)
+    settings = tool.Settings(
+        "projects/p/subscriptions/dead",
+        "projects/p/topics/relay",
+        max_seconds=3.5,
+        pull_timeout=5.0,
+        force=True,
+    )
+
+    report = tool.DeadLetterReplay(
+        pubsub, pubsub, settings, progress=io.StringIO(), clock=pubsub.clock
+    ).run()
+
+    assert report.stopped == "max-seconds"
+    assert pubsub.pull_timeouts == [3.5, 2.5, 1.5, 0.5]
+
+
+def test_a_duplicate_delivery_of_a_replayed_message_is_acked_not_replayed_again() -> None:
+    # Pub/Sub delivers at least once: the same message may come back within the run.
+    pubsub = ScriptedPubSub([["a"], ["a", "b"]])
+    settings = tool.Settings("projects/p/subscriptions/dead", "projects/p/topics/relay", force=True)
+
+    report = tool.DeadLetterReplay(
+        pubsub, pubsub, settings, progress=io.StringIO(), clock=pubsub.clock
+    ).run()
+
+    assert [o.message_id for o in report.outcomes] == ["a", "b"]
+    assert pubsub.published == [b"a", b"b"]
+    assert pubsub.acked == ["ack-a", "ack-a", "ack-b"]
 
 
 def test_the_drain_is_bounded_by_time_when_messages_keep_coming() -> None:
@@ -572,6 +619,26 @@ def test_a_count_of_an_earlier_replay_goes_up_and_its_values_are_replaced() -> N
 def test_attributes_that_cannot_all_be_kept_are_a_conflict(attributes: dict[str, str]) -> None:
     with pytest.raises(tool.AttributeConflict):
         tool.replay_attributes(attributes, NOW)
+
+
+def test_publish_limits_refuse_only_what_is_over_them() -> None:
+    at_limit = {f"a{n:02}": "v" for n in range(98)}
+    assert len(tool.replay_attributes(at_limit, NOW)) == 100
+    assert tool.publish_limit_problem(b"", tool.replay_attributes(at_limit, NOW)) is None
+    over = tool.replay_attributes({**at_limit, "one_more": "v"}, NOW)
+    assert (
+        tool.publish_limit_problem(b"", over)
+        == "101 attributes with the replay's, over the 100 allowed"
+    )
+
+    assert tool.publish_limit_problem(b"", {"k": "é" * 512}) is None  # 1024 bytes
+    assert tool.publish_limit_problem(b"", {"k": "é" * 512 + "x"}) == (
+        "attribute 'k' is over 1024 bytes"
+    )
+    assert tool.publish_limit_problem(b"d" * 9_999_998, {"k": "v"}) is None
+    assert tool.publish_limit_problem(b"d" * 9_999_999, {"k": "v"}) == (
+        "10000001 bytes, over Pub/Sub's 10000000"
+    )
 
 
 def _written_names(attributes: dict[str, str]) -> set[str]:
@@ -706,6 +773,7 @@ def test_an_unreachable_service_is_refused_in_seconds_not_after_a_traceback() ->
 
     assert result.returncode == tool.EXIT_REFUSED, result.stderr
     assert "REFUSED: cannot read subscription projects/p/subscriptions/dead" in result.stderr
+    assert "Timeout of 2.0s exceeded" in result.stderr  # --max-seconds bounds the check
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 20  # 2 s of retries, not the client's 60 s
 
@@ -752,7 +820,8 @@ def test_an_unexpected_error_ends_the_run_with_a_report_and_releases_what_it_hel
 
 
 def test_a_message_the_tool_cannot_handle_stays_and_the_run_goes_on() -> None:
-    pubsub = ScriptedPubSub([["a", "b"]])
+    # "a" and "k2" share an ordering key: "k2" stays behind "a", "b" goes on.
+    pubsub = ScriptedPubSub([["a", "k2", "b"]], keys={"a": "K", "k2": "K"})
     calls = iter([ValueError("clock broke"), NOW])
 
     def now() -> datetime.datetime:
@@ -769,6 +838,8 @@ def test_a_message_the_tool_cannot_handle_stays_and_the_run_goes_on() -> None:
 
     outcomes = {o.message_id: (o.action, o.reason) for o in report.outcomes}
     assert outcomes["a"] == ("left", "internal error: ValueError: clock broke")
+    assert outcomes["k2"][0] == "left"
+    assert "an earlier message (a) stayed" in outcomes["k2"][1]
     assert outcomes["b"][0] == "replayed"
     assert report.stopped == "drained"
     assert pubsub.acked == ["ack-b"]

@@ -145,6 +145,7 @@ def test_a_refused_message_is_not_published(capsys: pytest.CaptureFixture[str]) 
         (["--message-file", "-", "--url", URL, "--dry-run"], "--message-file replaces"),
         (["--url", URL, "--topic", "a/b"], "'a/b' is not a topic id"),
         (["--url", URL, "--dry-run", "--attribute", "novalue"], "is not KEY=VALUE"),
+        (["--url", URL, "--dry-run", "--attribute", "=value"], "is not KEY=VALUE"),
         (["--url", URL, "--topic", "t", "--timeout", "0"], "--timeout must be a positive"),
         (["--url", URL, "--topic", "t", "--timeout", "nan"], "--timeout must be a positive"),
     ],
