@@ -666,7 +666,7 @@ ATTRIBUTE_NAMES = st.sampled_from(
 ATTRIBUTE_VALUES = st.sampled_from(["1", "7", "²", "-1", " 1", "01", ""]) | st.text(max_size=6)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.dictionaries(ATTRIBUTE_NAMES, ATTRIBUTE_VALUES, max_size=8))
 def test_replay_attributes_lose_nothing_but_an_earlier_replay_s_values(
     attributes: dict[str, str],
