@@ -17,8 +17,12 @@ step then sees, as the relay decides it: "the waiting step gets CallbackError
 INVALID_MESSAGE" (fail fast) or "the waiting step waits until its timeout:
 nothing to fail fast to".
 
-Exit codes: 0 published (or, with --dry-run, accepted); 1 the publish failed;
-2 bad arguments or relay environment; 3 the relay would refuse the message.
+Exit codes: 0 published (or, with --dry-run, accepted); 1 not published: the
+service refused it (missing topic, permission, ...) or there were no credentials;
+2 bad arguments or relay environment; 3 the relay would refuse the message, so it
+was not published; 4 the publish timed out or the service failed, so the message
+may or may not have been published (publishing again is safe: the relay calls a
+callback at most once with success, docs/producers.md).
 
 Against the emulator, set PUBSUB_EMULATOR_HOST (and PUBSUB_PROJECT_ID or
 --project); against a real project, Application Default Credentials are used.
@@ -28,9 +32,11 @@ Dev/ops tooling: the relay function never imports google-cloud-pubsub.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -50,9 +56,11 @@ from callback_relay.trace_context import TraceContext
 from tools.pubsub_names import default_project, resource_path
 from tools.pubsub_publisher import publish_message
 
-EXIT_PUBLISH_FAILED = 1
+EXIT_PUBLISHED = 0
+EXIT_PUBLISH_FAILED = 1  # nothing was published
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_MAYBE_PUBLISHED = 4  # the outcome of the publish is unknown
 
 
 def build_message(
@@ -169,6 +177,37 @@ def waiting_step(
     return FAILS_FAST if outcome.outcome == Outcome.FAILED_FAST else WAITS
 
 
+def may_have_been_published(error: Exception) -> bool:
+    """Whether a publish that raised `error` may still have been applied.
+
+    A refusal by the service (a client error: no topic, no permission, invalid) or
+    missing credentials means nothing was sent or applied. A timeout, a server error
+    or a lost connection does not say: for UNAVAILABLE "there is NOT A GUARANTEE
+    that the server has not seen anything"
+    (https://github.com/grpc/grpc/blob/master/include/grpc/status.h), and a deadline
+    can pass while the request is being applied.
+    """
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    if isinstance(error, auth_exceptions.GoogleAuthError):
+        return False  # no token, so no request
+    if isinstance(error, api_exceptions.Aborted | api_exceptions.Cancelled):
+        return True
+    return not isinstance(error, api_exceptions.ClientError | api_exceptions.MethodNotImplemented)
+
+
+def printed_message(data: bytes) -> Any:
+    """The published data for the result line: its JSON value, or, for the bare-URL
+    shorthand (which is not JSON), its text. The relay's parser accepted the data,
+    so it is UTF-8."""
+    text = data.decode("utf-8")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def publish(topic: str, data: bytes, attributes: Mapping[str, str], timeout: float = 30.0) -> str:
     from google.pubsub_v1 import PublisherClient
 
@@ -184,8 +223,9 @@ def make_parser() -> argparse.ArgumentParser:
         prog="python -m tools.publish",
         description=(
             "Check a callback message with the relay's own rules, then publish it to a"
-            " Pub/Sub topic. Exit codes: 0 ok, 1 publish failed, 2 bad arguments or"
-            " relay environment, 3 the relay would refuse the message."
+            " Pub/Sub topic. Exit codes: 0 ok, 1 not published, 2 bad arguments or"
+            " relay environment, 3 the relay would refuse the message, 4 the publish"
+            " timed out or failed on the service's side: it may have been published."
         ),
     )
     parser.add_argument("--topic", help="topic id or projects/P/topics/T (not needed to check)")
@@ -210,6 +250,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="check and print the message; do not publish"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up publishing after this long, retries included (exit 4)",
     )
     return parser
 
@@ -246,6 +293,8 @@ def _message_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error("--timeout must be a positive number of seconds")
     data = _message_data(parser, args)
     topic = None
     try:
@@ -277,13 +326,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     assert topic is not None
     try:
-        message_id = publish(topic, data, attributes)
+        message_id = publish(topic, data, attributes, args.timeout)
     except Exception as exc:  # noqa: BLE001 - a CLI reports any client error in one line
         print(f"publish to {topic} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if may_have_been_published(exc):
+            print("it may have been published anyway; publishing again is safe", file=sys.stderr)
+            return EXIT_MAYBE_PUBLISHED
+        print("not published", file=sys.stderr)
         return EXIT_PUBLISH_FAILED
-    printed = {"topic": topic, "message_id": message_id, "message": json.loads(data)}
-    print(json.dumps(printed, ensure_ascii=False))
-    return 0
+    # Published: from here on nothing may turn the exit code into a failure.
+    report_published(topic, message_id, data)
+    return EXIT_PUBLISHED
+
+
+def report_published(topic: str, message_id: str, data: bytes) -> None:
+    """One JSON line on stdout (ASCII, so that no stdout encoding can refuse it); if
+    stdout is gone (a closed pipe), the message id goes to stderr instead."""
+    printed = {"topic": topic, "message_id": message_id, "message": printed_message(data)}
+    try:
+        sys.stdout.write(json.dumps(printed) + "\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        print(f"published {message_id} to {topic}; stdout failed: {exc}", file=sys.stderr)
+        # Point fd 1 at /dev/null, or the interpreter's own flush at exit fails again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

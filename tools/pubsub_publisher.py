@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tools.pubsub_retry import PUBLISH_RETRY_CODES, retry_within
+
 
 def publish_message(
     publisher: Any,
@@ -27,12 +29,19 @@ def publish_message(
     """Publish one message through ``publisher``, a generated ``google.pubsub_v1.PublisherClient``
     (it honours PUBSUB_EMULATOR_HOST).
 
-    Returns the server-assigned message id. The generated client's ``publish``
-    retries transient errors within ``timeout`` seconds.
+    Returns the server-assigned message id. Transient errors are retried (the
+    generated client's codes), and no retry starts after ``timeout`` seconds; each
+    attempt is limited to ``timeout`` too. Past that, ``RetryError``: the message
+    may or may not have been published.
     """
     from google.pubsub_v1 import PubsubMessage
 
     message = PubsubMessage(data=data, attributes=dict(attributes or {}), ordering_key=ordering_key)
-    response = publisher.publish(topic=topic, messages=[message], timeout=timeout)
+    response = publisher.publish(
+        topic=topic,
+        messages=[message],
+        retry=retry_within(timeout, PUBLISH_RETRY_CODES),
+        timeout=timeout,
+    )
     (message_id,) = response.message_ids
     return str(message_id)

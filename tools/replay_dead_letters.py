@@ -20,8 +20,15 @@ Rules (docs/operations.md has the operator's view):
 - A message is acked only after its publish (or export line) succeeded. A message
   that is not replayed is held (its ack deadline extended) until the run ends and
   then nacked, so it stays on the subscription and never blocks the others; the
-  exit code says how many stayed. A crash leaves held messages to reappear after
+  report says which stayed and why. A crash leaves held messages to reappear after
   at most HOLD_SECONDS.
+- Every run ends with its JSON report: a failed pull stops the run with the reason
+  (exit 1), and a message the tool cannot handle stays, with the reason, while the
+  run goes on. Every RPC is bounded, retries included (tools.pubsub_retry).
+- The tool owns relay_replay_count, relay_replayed_at and relay_dead_letter_*: its
+  values always win; a publisher's value under those names is kept under
+  relay_publisher_<name> (replay_attributes).
+- An export line is fsynced when the file is a regular file; a pipe gets it as is.
 - Ordering keys are kept; once a message of a key stays behind, later messages of
   that key stay too, so a replay never reorders a key.
 - The drain stops at whichever comes first: --max-messages distinct messages,
@@ -39,6 +46,7 @@ import datetime
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,6 +54,7 @@ from typing import IO, Any, TextIO
 
 from tools.pubsub_names import default_project, resource_path
 from tools.pubsub_publisher import publish_message
+from tools.pubsub_retry import retry_within
 
 # Attributes Pub/Sub adds to a message it forwards to a dead-letter topic.
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
@@ -55,6 +64,11 @@ SOURCE_PROJECT = "CloudPubSubDeadLetterSourceSubscriptionProject"
 REPLAY_COUNT = "relay_replay_count"
 REPLAYED_AT = "relay_replayed_at"
 KEPT_DEAD_LETTER_PREFIX = "relay_dead_letter_"
+# A publisher's own value under a name the tool writes is kept under this prefix.
+PUBLISHER_PREFIX = "relay_publisher_"
+# What the tool writes as a count (1 to 9 ASCII digits, no sign, space or leading
+# zero): any other value, "²" or "-1" or " 1", is not a count of this tool.
+_COUNT_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 # Publish limits: https://cloud.google.com/pubsub/quotas#resource_limits
 MAX_ATTRIBUTES = 100
@@ -64,6 +78,8 @@ MAX_MESSAGE_BYTES = 10_000_000
 # How long a message that stays behind is held during the run (modifyAckDeadline
 # accepts at most 600 s); renewed while the run lasts.
 HOLD_SECONDS = 60
+# The most any lookup, ack or modifyAckDeadline may take, retries included.
+RPC_SECONDS = 10.0
 
 EXIT_OK = 0
 EXIT_MESSAGES_LEFT = 1  # some messages stayed on the subscription
@@ -137,25 +153,55 @@ def _snake(camel: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
 
 
+class AttributeConflict(ValueError):
+    """The replay's attributes cannot be built without losing one of the message's."""
+
+
 def replay_attributes(original: Mapping[str, str], now: datetime.datetime) -> dict[str, str]:
-    """The attributes of the replayed message.
+    """The attributes of the replayed message; raises AttributeConflict.
 
     Original attributes are kept as they are. Pub/Sub's CloudPubSubDeadLetter*
     attributes are kept under relay_dead_letter_* instead: the replay is a new
     publish, not a dead letter, so it must not look like one to a consumer that
     checks for them, and if it dead-letters again Pub/Sub's fresh values cannot be
     confused with the previous ones. relay_replay_count counts the replays.
+
+    The tool's own values win, whatever order the attributes come in. A message
+    whose relay_replay_count is a count this tool writes was replayed before: its
+    relay_* values are that replay's, and are replaced. Otherwise a value under a
+    name the tool writes (a bad count such as "²", or a relay_dead_letter_* or
+    relay_replayed_at) is the publisher's: it is kept under relay_publisher_<name>,
+    and the count starts at 1. When that name is taken too, or two Pub/Sub names
+    map to one, AttributeConflict says so, and the message stays.
     """
-    attributes: dict[str, str] = {}
-    for key, value in original.items():
+    own: dict[str, str] = {}
+    for key in sorted(original):
         if key.startswith(DEAD_LETTER_PREFIX):
             kept = KEPT_DEAD_LETTER_PREFIX + _snake(key.removeprefix(DEAD_LETTER_PREFIX))
-            attributes[kept] = value
+            if kept in own:
+                raise AttributeConflict(f"{key!r} and another attribute both map to {kept!r}")
+            own[kept] = original[key]
+    previous = original.get(REPLAY_COUNT, "")
+    count = int(previous) if _COUNT_RE.fullmatch(previous) else 0
+    replayed_before = count > 0
+    own[REPLAY_COUNT] = str(count + 1)
+    own[REPLAYED_AT] = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    attributes: dict[str, str] = {}
+    for key, value in original.items():
+        if key.startswith(DEAD_LETTER_PREFIX) or (key in own and replayed_before):
+            continue
+        if key in own:
+            renamed = PUBLISHER_PREFIX + key
+            if renamed in original:
+                raise AttributeConflict(
+                    f"the message sets {key!r}, which the replay writes, and {renamed!r}, "
+                    "where the replay would keep it"
+                )
+            attributes[renamed] = value
         else:
             attributes[key] = value
-    previous = original.get(REPLAY_COUNT, "0")
-    attributes[REPLAY_COUNT] = str(int(previous) + 1 if previous.isdigit() else 1)
-    attributes[REPLAYED_AT] = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    attributes.update(own)
     return attributes
 
 
@@ -197,15 +243,19 @@ class Settings:
         return "export" if self.exporting else "replay"
 
 
-def preflight(subscriber: Any, publisher: Any, settings: Settings) -> None:
-    """Refuse a target that would lose or loop messages; raises Refused."""
+def preflight(
+    subscriber: Any, publisher: Any, settings: Settings, seconds: float = RPC_SECONDS
+) -> None:
+    """Refuse a target that would lose or loop messages; raises Refused. Each call
+    takes at most `seconds`; an unreachable service is a refusal, not a hang."""
     from google.api_core import exceptions as api_exceptions
 
+    bounded = {"retry": retry_within(seconds), "timeout": seconds}
     try:
-        dead_letter = subscriber.get_subscription(subscription=settings.subscription)
+        dead_letter = subscriber.get_subscription(subscription=settings.subscription, **bounded)
     except api_exceptions.NotFound as exc:
         raise Refused(f"subscription {settings.subscription} does not exist") from exc
-    except api_exceptions.GoogleAPICallError as exc:
+    except api_exceptions.GoogleAPIError as exc:  # RetryError is not a GoogleAPICallError
         raise Refused(f"cannot read subscription {settings.subscription}: {exc}") from exc
     if settings.exporting:
         return
@@ -215,11 +265,11 @@ def preflight(subscriber: Any, publisher: Any, settings: Settings) -> None:
             "would loop; name the topic of the subscription the messages came from"
         )
     try:
-        publisher.get_topic(topic=settings.target)
-        readers = list(publisher.list_topic_subscriptions(topic=settings.target))
+        publisher.get_topic(topic=settings.target, **bounded)
+        readers = list(publisher.list_topic_subscriptions(topic=settings.target, **bounded))
     except api_exceptions.NotFound as exc:
         raise Refused(f"topic {settings.target} does not exist") from exc
-    except api_exceptions.GoogleAPICallError as exc:
+    except api_exceptions.GoogleAPIError as exc:
         raise Refused(f"cannot check topic {settings.target}: {exc}") from exc
     if not readers:
         raise Refused(
@@ -253,11 +303,17 @@ class DeadLetterReplay:
         self._held_until = 0.0
         self._blocked_keys: dict[str, str] = {}  # ordering key -> message id that stayed
         self._source_topics: dict[str, str] = {}  # source subscription -> its topic
+        self._export_failed = ""  # why the export file failed, once it has
 
     def run(self) -> ReplayReport:
+        """Drain, then release what stayed. Always returns the report: an unexpected
+        error stops the run with its reason in `error`, never a bare traceback."""
         started = self.clock()
         try:
             self.report.stopped = self._drain(started + self.settings.max_seconds)
+        except Exception as exc:  # noqa: BLE001 - reported, and the held messages released
+            self.report.stopped = "error"
+            self.report.error = f"internal error: {type(exc).__name__}: {exc}"
         finally:
             self._release_held()
             self.report.seconds = self.clock() - started
@@ -277,16 +333,18 @@ class DeadLetterReplay:
             if left <= 0:
                 return "max-seconds"
             self._renew_held()
+            seconds = max(0.5, min(self.settings.pull_timeout, left))
             try:
                 response = self.subscriber.pull(
                     subscription=self.settings.subscription,
                     max_messages=min(self.settings.batch_size, remaining),
-                    timeout=max(0.5, min(self.settings.pull_timeout, left)),
+                    retry=retry_within(seconds),
+                    timeout=seconds,
                 )
                 received = list(response.received_messages)
             except api_exceptions.DeadlineExceeded:
-                received = []
-            except api_exceptions.GoogleAPICallError as exc:
+                received = []  # nothing arrived within the pull's time
+            except api_exceptions.GoogleAPIError as exc:  # RetryError included
                 self.report.error = f"pull failed: {type(exc).__name__}: {exc}"
                 return "error"
             fresh = [item for item in received if not self._redelivered(item)]
@@ -297,7 +355,7 @@ class DeadLetterReplay:
             # pull never returns more than asked, but never drop one silently.
             self._hold([(i.message.message_id, i.ack_id) for i in fresh[remaining:]])
             for item in fresh[:remaining]:
-                outcome = self._handle(item)
+                outcome = self._handle_safely(item)
                 self.report.outcomes.append(outcome)
                 self._done[outcome.message_id] = outcome.action
                 if outcome.action not in ("replayed", "exported"):
@@ -316,6 +374,18 @@ class DeadLetterReplay:
         else:
             self._hold([(message_id, item.ack_id)])
         return True
+
+    def _handle_safely(self, item: Any) -> Outcome:
+        """_handle, except that an unexpected error leaves this one message behind,
+        with the error as its reason, and the run goes on with the others."""
+        try:
+            return self._handle(item)
+        except Exception as exc:  # noqa: BLE001 - one message's problem must not end the run
+            message = item.message
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            if message.ordering_key:
+                self._blocked_keys[message.ordering_key] = message.message_id
+            return Outcome(message.message_id, "left", reason, ordering_key=message.ordering_key)
 
     def _handle(self, item: Any) -> Outcome:
         message = item.message
@@ -359,14 +429,20 @@ class DeadLetterReplay:
         }
         export = self.settings.export
         assert export is not None
+        if self._export_failed:
+            outcome.reason = f"not exported: the export failed earlier ({self._export_failed})"
+            return
         try:
             export.write(json.dumps(line, sort_keys=True) + "\n")
             export.flush()
-            os.fsync(export.fileno())
+            sync_if_file(export.fileno())
         except OSError as exc:
+            # A part of the line may be written: append nothing more in this run, so
+            # that no later line is glued to it.
+            self._export_failed = str(exc)
             outcome.reason = f"export failed: {exc}"
             return
-        # Acked only once the line is on disk.
+        # Acked only once the line is on disk (or, for a pipe, handed to its reader).
         outcome.action = "exported"
         if not self._ack([item.ack_id]):
             outcome.reason = "exported, but the ack failed: it may be exported again"
@@ -378,7 +454,11 @@ class DeadLetterReplay:
         if source_problem and not self.settings.force:
             outcome.reason = source_problem + "; or pass --force"
             return
-        new_attributes = replay_attributes(attributes, self.now())
+        try:
+            new_attributes = replay_attributes(attributes, self.now())
+        except AttributeConflict as exc:
+            outcome.reason = f"attributes: {exc}; export it with --export"
+            return
         problem = publish_limit_problem(message.data, new_attributes)
         if problem:
             outcome.reason = f"cannot be republished: {problem}; export it with --export"
@@ -421,10 +501,16 @@ class DeadLetterReplay:
         topic = self._source_topics.get(source)
         if topic is None:
             try:
-                topic = str(self.subscriber.get_subscription(subscription=source).topic)
+                topic = str(
+                    self.subscriber.get_subscription(
+                        subscription=source,
+                        retry=retry_within(RPC_SECONDS),
+                        timeout=RPC_SECONDS,
+                    ).topic
+                )
             except api_exceptions.NotFound:
                 topic = ""
-            except api_exceptions.GoogleAPICallError as exc:
+            except api_exceptions.GoogleAPIError as exc:
                 return f"could not look up its source subscription {source}: {exc}"
             self._source_topics[source] = topic
         if not topic:
@@ -435,7 +521,12 @@ class DeadLetterReplay:
 
     def _ack(self, ack_ids: list[str]) -> bool:
         try:
-            self.subscriber.acknowledge(subscription=self.settings.subscription, ack_ids=ack_ids)
+            self.subscriber.acknowledge(
+                subscription=self.settings.subscription,
+                ack_ids=ack_ids,
+                retry=retry_within(RPC_SECONDS),
+                timeout=RPC_SECONDS,
+            )
         except Exception as exc:  # noqa: BLE001 - reported by the caller
             print(f"ack failed: {type(exc).__name__}: {exc}", file=self.progress)
             return False
@@ -449,6 +540,8 @@ class DeadLetterReplay:
                     subscription=self.settings.subscription,
                     ack_ids=ids[start : start + 1000],
                     ack_deadline_seconds=seconds,
+                    retry=retry_within(RPC_SECONDS),
+                    timeout=RPC_SECONDS,
                 )
             except Exception as exc:  # noqa: BLE001 - unheld messages come back by themselves
                 print(
@@ -486,6 +579,31 @@ class DeadLetterReplay:
         }[outcome.action]
         reason = f": {outcome.reason}" if outcome.reason else ""
         print(f"{outcome.message_id} {label}{reason}", file=self.progress)
+
+
+def sync_if_file(fd: int) -> None:
+    """fsync a regular file. A pipe, socket or terminal cannot be synced (fsync
+    fails with EINVAL), and what was written to it is already with its reader:
+    https://man7.org/linux/man-pages/man2/fsync.2.html"""
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.fsync(fd)
+
+
+def open_export(path: str) -> IO[str]:
+    """Open the export file for appending. If a regular file ends in a part of a
+    line (a run that died while writing), start on a new line, so that the first
+    new line stays whole."""
+    export = open(path, "a", encoding="utf-8")  # noqa: SIM115 - the caller closes it
+    try:
+        if stat.S_ISREG(os.fstat(export.fileno()).st_mode) and export.tell() > 0:
+            with open(path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                if existing.read(1) != b"\n":
+                    export.write("\n")
+    except OSError:
+        export.close()
+        raise
+    return export
 
 
 def _timestamp(value: Any) -> str:
@@ -557,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     export: IO[str] | None = None
     if args.export and not args.dry_run:
         try:
-            export = open(args.export, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            export = open_export(args.export)
         except OSError as exc:
             parser.error(f"--export: {exc}")
     settings = Settings(
@@ -578,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subscriber, publisher = make_clients()
     try:
         try:
-            preflight(subscriber, publisher, settings)
+            preflight(subscriber, publisher, settings, min(RPC_SECONDS, args.max_seconds))
         except Refused as exc:
             print(f"REFUSED: {exc}. Nothing was pulled.", file=sys.stderr)
             return EXIT_REFUSED
@@ -591,23 +709,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = DeadLetterReplay(subscriber, publisher, settings).run()
     finally:
         if export is not None:
-            export.close()
+            try:
+                export.close()
+            except OSError as exc:  # a pipe whose reader is gone: the report says which failed
+                print(f"closing --export failed: {exc}", file=sys.stderr)
         subscriber.transport.close()
         publisher.transport.close()
     print(json.dumps(report.as_dict()))
     if report.error:
         print(f"stopped early: {report.error}", file=sys.stderr)
     failures = report.failures
-    if report.error and not failures:
-        return EXIT_MESSAGES_LEFT
     if failures:
         print(
             f"{len(failures)} message(s) stayed on {subscription}: "
             + ", ".join(o.message_id for o in failures),
             file=sys.stderr,
         )
-        return EXIT_MESSAGES_LEFT
-    return EXIT_OK
+    return EXIT_MESSAGES_LEFT if report.error or failures else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,9 @@ def test_a_refused_message_is_not_published(capsys: pytest.CaptureFixture[str]) 
         (["--message-file", "-", "--url", URL, "--dry-run"], "--message-file replaces"),
         (["--url", URL, "--topic", "a/b"], "'a/b' is not a topic id"),
         (["--url", URL, "--dry-run", "--attribute", "novalue"], "is not KEY=VALUE"),
+        (["--url", URL, "--dry-run", "--attribute", "=value"], "is not KEY=VALUE"),
+        (["--url", URL, "--topic", "t", "--timeout", "0"], "--timeout must be a positive"),
+        (["--url", URL, "--topic", "t", "--timeout", "nan"], "--timeout must be a positive"),
     ],
 )
 def test_usage_errors_say_why(
@@ -226,3 +230,65 @@ def test_a_local_url_refused_by_origin_names_workflows_emulator_host(
     code, _, err = dry_run_data(capsys, monkeypatch, {"callback_url": local})
     assert code == publish_tool.EXIT_REFUSED
     assert "WORKFLOWS_EMULATOR_HOST" in err
+
+
+def _api_error(name: str) -> Exception:
+    from google.api_core import exceptions as api_exceptions
+
+    error: Exception = getattr(api_exceptions, name)("injected")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "maybe"),
+    [
+        # The service refused the request: nothing was published (exit 1).
+        ("NotFound", False),
+        ("PermissionDenied", False),
+        ("Unauthenticated", False),
+        ("InvalidArgument", False),
+        ("FailedPrecondition", False),
+        ("MethodNotImplemented", False),
+        # The request may have been applied before the error (exit 4).
+        ("DeadlineExceeded", True),
+        ("ServiceUnavailable", True),
+        ("InternalServerError", True),
+        ("Unknown", True),
+        ("Aborted", True),
+        ("Cancelled", True),
+    ],
+)
+def test_which_errors_may_have_published(error: str, maybe: bool) -> None:
+    assert publish_tool.may_have_been_published(_api_error(error)) is maybe
+
+
+def test_no_credentials_never_published_and_an_unknown_error_may_have() -> None:
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    no_credentials = auth_exceptions.DefaultCredentialsError("no ADC")  # type: ignore[no-untyped-call]
+    assert publish_tool.may_have_been_published(no_credentials) is False
+    retried_out = api_exceptions.RetryError("Timeout of 1.0s exceeded", None)  # type: ignore[no-untyped-call]
+    assert publish_tool.may_have_been_published(retried_out) is True
+    assert publish_tool.may_have_been_published(RuntimeError("a bug")) is True
+
+
+def test_the_printed_message_is_the_json_value_or_the_shorthand_s_text() -> None:
+    assert publish_tool.printed_message(b'{"callback_url": "u"}') == {"callback_url": "u"}
+    assert publish_tool.printed_message(URL.encode() + b"\n") == URL + "\n"
+
+
+def test_every_exit_code_is_in_the_help_and_the_producer_guide() -> None:
+    codes = {
+        value
+        for name, value in vars(publish_tool).items()
+        if name.startswith("EXIT_") and isinstance(value, int)
+    }
+    assert codes == {0, 1, 2, 3, 4}
+    description = publish_tool.make_parser().description or ""
+    guide = (REPO / "docs" / "producers.md").read_text(encoding="utf-8")
+    section = guide.split("### Exit codes of `python -m tools.publish`")[1].split("\n#")[0]
+    rows = set(re.findall(r"^\| (\d) \|", section, re.M))
+    assert rows == {str(code) for code in codes}
+    for code in codes:
+        assert f"{code} " in description, code

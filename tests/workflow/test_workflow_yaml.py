@@ -350,6 +350,22 @@ def test_message_keys_are_schema_properties(
     assert set(publish_once(definition, {"topic": "t"}).published.message) == keys
 
 
+def test_the_subworkflow_s_timeout_error_names_the_message_and_its_expiry(
+    definition: WorkflowDefinition,
+) -> None:
+    run = publish_once(definition, {"topic": "t", "timeout": 90}, entry=SUBWORKFLOW)
+
+    published = run.published
+    assert run.error == {
+        "tags": ["CallbackTimeout", "TimeoutError"],
+        "message": "no callback within 90 s on projects/p/topics/t",
+        "callback_url": CALLBACK_URL,
+        "message_id": published.message_id,
+        "expires_at": published.message["expires_at"],
+    }
+    assert published.message["expires_at"] == "2024-07-12T12:52:03.250000Z"  # NOW + 90 s
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
     lambda children: (
