@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,15 +15,13 @@ from typing import Any
 
 import pytest
 
+# Imports no google.auth, so the address can be set before anything else imports it.
+from harness.fake_metadata_server import FakeMetadataServer
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-METADATA_PORT = _free_port()
-METADATA_HOST = f"127.0.0.1:{METADATA_PORT}"
+# Bound now, served from the first test that needs it: a port only picked here and bound
+# later can be taken in between (seen when an emulator started in that window).
+_METADATA_SERVER = FakeMetadataServer()
+METADATA_HOST = _METADATA_SERVER.host
 os.environ["GCE_METADATA_HOST"] = METADATA_HOST
 os.environ["GCE_METADATA_IP"] = METADATA_HOST
 # No developer credentials may leak into a test: ADC must come from the fake.
@@ -33,7 +30,6 @@ os.environ["CLOUDSDK_CONFIG"] = tempfile.mkdtemp(prefix="relay-tests-gcloud-")
 for _name in ("WORKFLOWS_EMULATOR_HOST", "ALLOWED_WORKFLOWS", "GOOGLE_CLOUD_PROJECT"):
     os.environ.pop(_name, None)
 
-from harness.fake_metadata_server import FakeMetadataServer  # noqa: E402
 from harness.fake_workflows_api import FakeWorkflowsApi  # noqa: E402
 from harness.firestore_emulator import (  # noqa: E402
     FirestoreEmulator,
@@ -74,7 +70,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def metadata_server() -> Iterator[FakeMetadataServer]:
-    with FakeMetadataServer(port=METADATA_PORT) as server:
+    with _METADATA_SERVER as server:
         yield server
 
 
