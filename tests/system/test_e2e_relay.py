@@ -433,7 +433,7 @@ def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
         attempts = [d.delivery_attempt for d in stack.forwarder.snapshot()]
         assert attempts == [1, 2, 3, 4, 5]
         # The push body's deliveryAttempt reached the log, through functions-framework.
-        logged_attempts = [e.get("delivery_attempt") for e in lines_of(stack, message_id)]
+        logged_attempts = [int(e["delivery_attempt"]) for e in lines_of(stack, message_id)]
         assert sorted(logged_attempts) == [1, 2, 3, 4, 5]
     assert run.thread.is_alive(), "the workflow stopped waiting"
 

@@ -148,7 +148,7 @@ def test_the_request_body_is_parsed_once(
         parses.append(data)
         return loads(data, **kwargs)
 
-    app.json.loads = counting_loads  # type: ignore[method-assign]
+    app.json.loads = counting_loads  # type: ignore[method-assign, assignment]
     client = app.test_client()
     if shape == "raw_push":
         push = events.raw_push(b"{not json", "m-8", delivery_attempt=2)
