@@ -1518,6 +1518,10 @@ migrate_from_eventarc() {
         fi
         # The push subscription now holds everything the Eventarc one had not acknowledged.
         run gcloud pubsub subscriptions seek "$PUSH_SUBSCRIPTION" "${P[@]}" --snapshot="$snapshot"
+        if monitoring_query "$(monitoring_filter num_undelivered_messages "${eventarc_sub##*/}")" 600 ALIGN_MAX && [[ -n $SERIES ]]; then
+            local waiting=${SERIES%%$'\n'*}
+            say "    ${eventarc_sub##*/} reported ${waiting#* } waiting message(s) in the last 10 minutes: the seek copied them to $PUSH_SUBSCRIPTION"
+        fi
     else
         warn "no subscription found on $EVENTARC_TRIGGER: nothing to copy"
     fi
