@@ -132,6 +132,26 @@ def test_raw_push_keeps_the_topic_subscription_attempt_and_attributes(
     assert line["replay"]["message_id"] == "m-7"
 
 
+def test_the_delivery_attempt_is_logged_beside_the_other_fields(
+    client: flask.testing.FlaskClient,
+    workflows_api: FakeWorkflowsApi,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The attempt shares the line with the producer's metadata, and with a fail-fast
+    # note: neither replaces the other.
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    delivered = events.message_data(url, payload={}, metadata={"worker": "w-1"})
+    refused = events.message_data("https://example.com/cb", colour="red")
+    for message_id, data in (("m-9", delivered), ("m-10", refused)):
+        push = events.raw_push(data, message_id, delivery_attempt=4)
+        assert client.post(events.PUSH_PATH, json=push).status_code == 200
+    first, second = log_lines(capsys)
+    assert (first["outcome"], first["delivery_attempt"]) == ("delivered", 4)
+    assert first["metadata"] == {"worker": "w-1"}
+    assert (second["outcome"], second["delivery_attempt"]) == ("message_rejected", 4)
+    assert second["fail_fast"].startswith("not attempted")
+
+
 @pytest.mark.parametrize("shape", ["raw_push", "eventarc_binary"])
 def test_the_request_body_is_parsed_once(
     shape: str, relay_env: Callable[..., None], capsys: pytest.CaptureFixture[str]
