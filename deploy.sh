@@ -268,12 +268,16 @@ step() {
 }
 
 quote_cmd() {
-    local out="" arg
+    local out="" arg quoted
     for arg in "$@"; do
-        out+="$(printf '%q' "$arg") "
+        printf -v quoted '%q' "$arg" # -v: no subshell per argument
+        out+="$quoted "
     done
     printf '%s' "${out% }"
 }
+
+# True when LINES (newline-separated) holds LINE exactly; no process started.
+has_line() { [[ $'\n'$1$'\n' == *$'\n'"$2"$'\n'* ]]; }
 
 # --- retrying what IAM propagation and new service agents break ----------------
 # IAM changes "typically propagate in 2 minutes, potentially 7 minutes or longer"
@@ -387,7 +391,7 @@ role_members() {
     local kind=$1 resource=$2 role=$3
     shift 3
     read_policy "$kind" "$resource" "$@" || return 1
-    ROLE_MEMBERS="$(awk -F '\t' -v r="$role" '$1 == r { print $2 }' <<<"$POLICY" | sort -u)"
+    ROLE_MEMBERS=$(column_where 1 "$role")
 }
 
 iam_cmd() {
@@ -415,14 +419,14 @@ converge_members() {
     fi
     while IFS= read -r member; do
         [[ -n $member ]] || continue
-        if grep -Fxq -- "$member" <<<"$ROLE_MEMBERS"; then
+        if has_line "$ROLE_MEMBERS" "$member"; then
             iam_in_place add-iam-policy-binding "$kind" "$resource" "$member" "$role" "$@"
         else
             adds+=("$member")
         fi
     done <<<"$wanted"
     while IFS= read -r member; do
-        [[ -z $member ]] || grep -Fxq -- "$member" <<<"$wanted" || removes+=("$member")
+        [[ -z $member ]] || has_line "$wanted" "$member" || removes+=("$member")
     done <<<"$ROLE_MEMBERS"
     for member in "${adds[@]}"; do
         iam_change add-iam-policy-binding "$kind" "$resource" "$member" "$role" "$@"
@@ -436,9 +440,26 @@ converge_members() {
 }
 
 members_text() {
-    local text
-    text="$(grep -v '^$' <<<"$1" | paste -sd' ' - || true)"
+    local text="" line
+    while IFS= read -r line; do
+        [[ -z $line ]] || text+="${text:+ }$line"
+    done <<<"$1"
     printf '%s' "${text:-nobody}"
+}
+
+# From POLICY's "ROLE<tab>MEMBER" lines, the other column of those whose column
+# COLUMN (1: role, 2: member) is VALUE, once each, in order. No process started
+# beyond the caller's own $(...).
+column_where() {
+    local column=$1 value=$2 role member out=""
+    while IFS=$'\t' read -r role member; do
+        if ((column == 1)) && [[ $role == "$value" ]] && ! has_line "$out" "$member"; then
+            out+="$member"$'\n'
+        elif ((column == 2)) && [[ $member == "$value" ]] && ! has_line "$out" "$role"; then
+            out+="$role"$'\n'
+        fi
+    done <<<"$POLICY"
+    printf '%s' "$out"
 }
 
 iam_in_place() {
@@ -464,10 +485,10 @@ converge_project_roles() {
     local member=$1 wanted=$2 role
     read_policy projects "$PROJECT_ID" || POLICY=""
     local held
-    held="$(awk -F '\t' -v m="$member" '$2 == m { print $1 }' <<<"$POLICY" | sort -u)"
+    held=$(column_where 2 "$member")
     while IFS= read -r role; do
         [[ -n $role ]] || continue
-        if grep -Fxq -- "$role" <<<"$held"; then
+        if has_line "$held" "$role"; then
             iam_in_place add-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
             [[ $IAM_MODE == print ]] || say "    = $role for $member on project $PROJECT_ID"
         else
@@ -475,7 +496,7 @@ converge_project_roles() {
         fi
     done <<<"$wanted"
     while IFS= read -r role; do
-        [[ -z $role ]] || grep -Fxq -- "$role" <<<"$wanted" ||
+        [[ -z $role ]] || has_line "$wanted" "$role" ||
             iam_change remove-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
     done <<<"$held"
 }
@@ -490,7 +511,8 @@ sha256() {
 }
 
 # Fingerprint of the files gcloud would upload (the same exclusions as
-# function/.gcloudignore), used to skip an unchanged redeploy.
+# function/.gcloudignore), used to skip an unchanged redeploy. Computed once a run.
+SOURCE_FINGERPRINT=""
 source_fingerprint() {
     local dir=$1
     # Each file's name and hash, in a fixed order: a few processes, not one per file.
@@ -505,9 +527,14 @@ source_fingerprint() {
 is_number() { [[ $1 =~ ^[0-9]{0,6}[.]?[0-9]{1,6}$ ]]; }
 # Whole numbers are read as decimal: bash would take "060" for octal 48.
 is_int() { [[ $1 =~ ^[0-9]{1,7}$ ]]; }
-decimal() { printf '%d' "$((10#$1))"; }
-# awk does the float comparisons bash cannot.
-float_gt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
+# awk does the float comparisons bash cannot (bash does the whole ones).
+float_gt() {
+    if [[ $1 =~ ^[0-9]{1,9}$ && $2 =~ ^[0-9]{1,9}$ ]]; then
+        ((10#$1 > 10#$2))
+    else
+        awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'
+    fi
+}
 
 cpu_value() {
     # --cpu accepts 2, 2.0, .5 or 2000m.
@@ -600,7 +627,7 @@ check_int() {
     local what=$1 name=$2 low=$3 high=$4 value
     value=${!name}
     is_int "$value" || die "$what must be a whole number of at most 7 digits, not '$value'"
-    value="$(decimal "$value")"
+    value=$((10#$value))
     ((value >= low && value <= high)) || die "$what must be $low-$high, not $value"
     printf -v "$name" '%s' "$value"
 }
@@ -770,7 +797,8 @@ P=(--project="$PROJECT_ID")
 OWN_ACCOUNTS_RE="($FUNCTION_SA_NAME|$PUSH_SA_NAME|$BUILD_SA_NAME|$WORKFLOW_SA_NAME)@$PROJECT_ID\.iam\.gserviceaccount\.com|service-[0-9]+@[a-z-]+\.iam\.gserviceaccount\.com"
 TRANSIENT_RE="iam\.serviceaccounts\.actas|($OWN_ACCOUNTS_RE).{0,60}(does not exist|not found)|(does not exist|not found).{0,60}($OWN_ACCOUNTS_RE)|missing permission on the build service account|service agent"
 
-labels() { printf 'app=%s,component=%s' "$APP_LABEL" "$1"; }
+# Every labelled resource: app=..., component=<what it is>.
+LABELS="app=$APP_LABEL,component="
 
 summary() {
     local note=""
@@ -881,7 +909,7 @@ enable_apis() {
         enabled=$QUERY_OUT
     fi
     for api in "${apis[@]}"; do
-        if grep -Fxq "$api" <<<"$enabled"; then
+        if has_line "$enabled" "$api"; then
             say "    = $api"
         else
             missing+=("$api")
@@ -900,9 +928,9 @@ create_service_identities() {
     # An agent that already holds one of this deployment's grants exists: the
     # creation (idempotent, but a write) is skipped then.
     if { role_members "pubsub topics" "$DEAD_LETTER_TOPIC" roles/pubsub.publisher "${P[@]}" &&
-        grep -Fxq "serviceAccount:$PUBSUB_AGENT" <<<"$ROLE_MEMBERS"; } ||
+        has_line "$ROLE_MEMBERS" "serviceAccount:$PUBSUB_AGENT"; } ||
         { role_members "pubsub subscriptions" "$PUSH_SUBSCRIPTION" roles/pubsub.subscriber "${P[@]}" &&
-            grep -Fxq "serviceAccount:$PUBSUB_AGENT" <<<"$ROLE_MEMBERS"; }; then
+            has_line "$ROLE_MEMBERS" "serviceAccount:$PUBSUB_AGENT"; }; then
         say "    = Pub/Sub service agent $PUBSUB_AGENT"
     else
         run gcloud beta services identity create --service=pubsub.googleapis.com "${P[@]}" --format=none
@@ -950,11 +978,11 @@ ensure_topic() {
     local -a key_flags=()
     [[ -z $TOPIC_KMS_KEY ]] || key_flags=(--topic-encryption-key="$TOPIC_KMS_KEY")
     if ! describe_topic "$topic"; then
-        run gcloud pubsub topics create "$topic" "${P[@]}" --labels="$(labels "$component")" "${key_flags[@]}"
+        run gcloud pubsub topics create "$topic" "${P[@]}" --labels="${LABELS}$component" "${key_flags[@]}"
         return 0
     fi
     local -a update=()
-    [[ $TOPIC_LABELS_NOW == "$(labels "$component")" ]] || update+=(--update-labels="$(labels "$component")")
+    [[ $TOPIC_LABELS_NOW == "${LABELS}$component" ]] || update+=(--update-labels="${LABELS}$component")
     [[ -z $TOPIC_KMS_KEY || $TOPIC_KMS_NOW == "$TOPIC_KMS_KEY" ]] || update+=("${key_flags[@]}")
     if ((${#update[@]} > 0)); then
         run gcloud pubsub topics update "$topic" "${P[@]}" "${update[@]}"
@@ -1004,17 +1032,17 @@ create_topics() {
             --message-retention-duration="$DEAD_LETTER_RETENTION" \
             --expiration-period=never \
             --ack-deadline=60 \
-            --labels="$(labels dead-letter-subscription)"
+            --labels="${LABELS}dead-letter-subscription"
         return 0
     fi
     if [[ $DL_SUB_TOPIC != "$DEAD_LETTER_TOPIC_PATH" ]]; then
         die "subscription $DEAD_LETTER_SUBSCRIPTION reads ${DL_SUB_TOPIC:-no topic}, not $DEAD_LETTER_TOPIC_PATH: a subscription's topic cannot change. Set DEAD_LETTER_SUBSCRIPTION to another name, or delete it (its messages go with it): gcloud pubsub subscriptions delete $DEAD_LETTER_SUBSCRIPTION --project=$PROJECT_ID"
     fi
-    if [[ -n $DL_SUB_TTL || $DL_SUB_RETENTION != "$(retention_seconds "$DEAD_LETTER_RETENTION")" || $DL_SUB_LABELS != "$(labels dead-letter-subscription)" ]]; then
+    if [[ -n $DL_SUB_TTL || $DL_SUB_RETENTION != "$(retention_seconds "$DEAD_LETTER_RETENTION")" || $DL_SUB_LABELS != "${LABELS}dead-letter-subscription" ]]; then
         run gcloud pubsub subscriptions update "$DEAD_LETTER_SUBSCRIPTION" "${P[@]}" \
             --expiration-period=never \
             --message-retention-duration="$DEAD_LETTER_RETENTION" \
-            --update-labels="$(labels dead-letter-subscription)"
+            --update-labels="${LABELS}dead-letter-subscription"
     else
         say "    = subscription $DEAD_LETTER_SUBSCRIPTION"
     fi
@@ -1029,7 +1057,7 @@ converge_key_users() {
         ROLE_MEMBERS=""
     fi
     for member in "$@"; do
-        if grep -Fxq -- "$member" <<<"$ROLE_MEMBERS"; then
+        if has_line "$ROLE_MEMBERS" "$member"; then
             iam_in_place add-iam-policy-binding "kms keys" "$key" "$member" "$KMS_ROLE"
             [[ $IAM_MODE == print ]] || say "    = $KMS_ROLE for $member on key $key"
         else
@@ -1079,14 +1107,14 @@ ensure_repository() {
         [[ -z $KMS_KEY ]] || key_flags=(--kms-key="$KMS_KEY")
         run gcloud artifacts repositories create "$ARTIFACT_REPOSITORY" --location="$REGION" "${P[@]}" \
             --repository-format=docker --description="Images of the workflows-callback-relay functions" \
-            --labels="$(labels images)" "${key_flags[@]}"
-        REPO_KEEP_NOW="" REPO_KMS_NOW=$KMS_KEY REPO_LABELS_NOW="$(labels images)"
+            --labels="${LABELS}images" "${key_flags[@]}"
+        REPO_KEEP_NOW="" REPO_KMS_NOW=$KMS_KEY REPO_LABELS_NOW="${LABELS}images"
     fi
     if [[ -n $KMS_KEY && $REPO_KMS_NOW != "$KMS_KEY" ]]; then
         die "repository $ARTIFACT_REPOSITORY is encrypted with '${REPO_KMS_NOW:-a Google-managed key}', not '${KMS_KEY:-a Google-managed key}': a repository's key cannot change. Set ARTIFACT_REPOSITORY to a new name."
     fi
-    if [[ $REPO_LABELS_NOW != "$(labels images)" ]]; then
-        run gcloud artifacts repositories update "$ARTIFACT_REPOSITORY" --location="$REGION" "${P[@]}" --update-labels="$(labels images)"
+    if [[ $REPO_LABELS_NOW != "${LABELS}images" ]]; then
+        run gcloud artifacts repositories update "$ARTIFACT_REPOSITORY" --location="$REGION" "${P[@]}" --update-labels="${LABELS}images"
     fi
     if [[ $REPO_KEEP_NOW == "$KEEP_IMAGES" && $REPO_DELETE_NOW == 86400s ]]; then
         say "    = repository $ARTIFACT_REPOSITORY, newest $KEEP_IMAGES images kept"
@@ -1206,9 +1234,13 @@ function_env_vars() {
     printf '%s' "$env_vars"
 }
 
-# The environment as `value(serviceConfig.environmentVariables)` prints it, sorted.
+# The environment as `value(serviceConfig.environmentVariables)` prints it: key=value
+# pairs joined by ';' in key order. (validate() keeps ';' and '@' out of the values.)
 wanted_env_text() {
-    function_env_vars | cut -c4- | tr '@' '\n' | LC_ALL=C sort | paste -sd';' -
+    local env_vars
+    env_vars=$(function_env_vars)
+    env_vars=${env_vars#^@^}
+    printf '%s' "${env_vars//@/;}"
 }
 
 # --ingress-settings value -> the API's serviceConfig.ingressSettings
@@ -1282,10 +1314,22 @@ describe_fn() {
     done
 }
 
-# The sorted env text of the live function (platform-added LOG_EXECUTION_ID aside).
+# The live function's environment (platform-added LOG_EXECUTION_ID aside).
 live_env_text() {
-    tr ';' '\n' <<<"${FN[serviceConfig.environmentVariables]}" | grep -v '^LOG_EXECUTION_ID=' |
-        grep -v '^$' | LC_ALL=C sort | paste -sd';' - || true
+    local live=";${FN[serviceConfig.environmentVariables]};"
+    live=${live/;LOG_EXECUTION_ID=true;/;}
+    live=${live#;}
+    printf '%s' "${live%;}"
+}
+
+# True when two ';'-separated lists hold the same items, in any order.
+same_items() {
+    local a=";$1;" b=";$2;" item
+    local -a items
+    IFS=';' read -r -a items <<<"$1;$2"
+    for item in "${items[@]}"; do
+        [[ -z $item || ($a == *";$item;"* && $b == *";$item;"*) ]] || return 1
+    done
 }
 
 # What differs between the live function (FN) and what this run wants; one line each.
@@ -1302,7 +1346,9 @@ function_drift() {
     [[ ${FN[serviceConfig.availableCpu]} == "$FUNCTION_CPU" ]] || drift+=("cpu ${FN[serviceConfig.availableCpu]:-unknown}, want $FUNCTION_CPU")
     [[ ${FN[serviceConfig.maxInstanceRequestConcurrency]} == "$FUNCTION_CONCURRENCY" ]] || drift+=("concurrency ${FN[serviceConfig.maxInstanceRequestConcurrency]:-unknown}, want $FUNCTION_CONCURRENCY")
     [[ ${FN[serviceConfig.maxInstanceCount]} == "$FUNCTION_MAX_INSTANCES" ]] || drift+=("max instances ${FN[serviceConfig.maxInstanceCount]:-unknown}, want $FUNCTION_MAX_INSTANCES")
-    [[ "$(live_env_text)" == "$(wanted_env_text)" ]] || drift+=("environment '$(live_env_text)', want '$(wanted_env_text)'")
+    local live_env wanted_env
+    live_env=$(live_env_text) wanted_env=$(wanted_env_text)
+    same_items "$live_env" "$wanted_env" || drift+=("environment '$live_env', want '$wanted_env'")
     [[ -z ${FN[serviceConfig.secretEnvironmentVariables]} ]] || drift+=("secret environment variables, want none")
     [[ ${FN[serviceConfig.vpcConnector]} == "$(vpc_connector_path)" ]] || drift+=("VPC connector '${FN[serviceConfig.vpcConnector]}', want '$(vpc_connector_path)'")
     [[ ${FN[serviceConfig.vpcConnectorEgressSettings]} == "$(egress_enum "$EGRESS_SETTINGS")" ]] || drift+=("egress '${FN[serviceConfig.vpcConnectorEgressSettings]}', want '$(egress_enum "$EGRESS_SETTINGS")'")
@@ -1312,7 +1358,7 @@ function_drift() {
     [[ ${FN[buildConfig.dockerRepository]} == "$IMAGE_REPOSITORY" ]] || drift+=("image repository '${FN[buildConfig.dockerRepository]}', want $IMAGE_REPOSITORY")
     [[ ${FN[buildConfig.workerPool]} == "$BUILD_WORKER_POOL" ]] || drift+=("build worker pool '${FN[buildConfig.workerPool]}', want '$BUILD_WORKER_POOL'")
     [[ ${FN[kmsKeyName]} == "$KMS_KEY" ]] || drift+=("key '${FN[kmsKeyName]}', want '$KMS_KEY'")
-    [[ ${FN[labels.app]} == "$APP_LABEL" && ${FN[labels.component]} == "$component" ]] || drift+=("labels app=${FN[labels.app]},component=${FN[labels.component]}, want $(labels "$component")")
+    [[ ${FN[labels.app]} == "$APP_LABEL" && ${FN[labels.component]} == "$component" ]] || drift+=("labels app=${FN[labels.app]},component=${FN[labels.component]}, want ${LABELS}$component")
     ((${#drift[@]} == 0)) || printf '%s\n' "${drift[@]}"
 }
 
@@ -1333,7 +1379,8 @@ deploy_one_function() {
     local fingerprint drift
     common_function_flags
     local -a flags=("${COMMON_FLAGS[@]}" --entry-point="$entry" --ingress-settings="$ingress")
-    fingerprint="$({ source_fingerprint "$SCRIPT_DIR/function"; printf '%s\n' "${flags[@]}"; } | sha256)"
+    [[ -n $SOURCE_FINGERPRINT ]] || SOURCE_FINGERPRINT=$(source_fingerprint "$SCRIPT_DIR/function")
+    fingerprint="$({ printf '%s' "$SOURCE_FINGERPRINT"; printf '%s\n' "${flags[@]}"; } | sha256)"
     CLEAR_FLAGS=()
     if describe_fn "$name"; then
         drift="$(function_drift "$entry" "$ingress" "$component")"
@@ -1349,7 +1396,7 @@ deploy_one_function() {
     fi
     # (Explicit returns: the caller may run this where errexit is off.)
     run gcloud functions deploy "$name" "${flags[@]}" "${CLEAR_FLAGS[@]}" \
-        --update-labels="$(labels "$component"),deploy_hash=$fingerprint" --quiet || return $?
+        --update-labels="${LABELS}$component,deploy_hash=$fingerprint" --quiet || return $?
     if ! $DRY_RUN; then
         describe_fn "$name" || die "function $name not found after deploying it"
     fi
@@ -1433,7 +1480,7 @@ push_subscription_drift() {
         drift+=("retry policy '${SUB[retryPolicy.minimumBackoff]:-none}'-'${SUB[retryPolicy.maximumBackoff]:-none}', want ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s")
     # An empty ttl is "never expires"; the API's default is 31 days.
     [[ -z ${SUB[expirationPolicy.ttl]} ]] || drift+=("expires after ${SUB[expirationPolicy.ttl]} without deliveries, want never")
-    [[ ${SUB[labels.app]} == "$APP_LABEL" && ${SUB[labels.component]} == "$component" ]] || drift+=("labels app=${SUB[labels.app]},component=${SUB[labels.component]}, want $(labels "$component")")
+    [[ ${SUB[labels.app]} == "$APP_LABEL" && ${SUB[labels.component]} == "$component" ]] || drift+=("labels app=${SUB[labels.app]},component=${SUB[labels.component]}, want ${LABELS}$component")
     ((${#drift[@]} == 0)) || printf '%s\n' "${drift[@]}"
 }
 
@@ -1463,7 +1510,7 @@ ensure_push_subscription() {
     push_subscription_flags "$topic"
     if ! describe_subscription "$subscription"; then
         run gcloud pubsub subscriptions create "$subscription" "${P[@]}" --topic="$topic" \
-            "${PUSH_FLAGS[@]}" --labels="$(labels "$component")"
+            "${PUSH_FLAGS[@]}" --labels="${LABELS}$component"
     elif [[ ${SUB[topic]} != "projects/$PROJECT_ID/topics/$topic" ]]; then
         die "subscription $subscription reads ${SUB[topic]:-no topic}, not projects/$PROJECT_ID/topics/$topic: a subscription's topic cannot change. Deleting it drops its backlog: gcloud pubsub subscriptions delete $subscription --project=$PROJECT_ID"
     else
@@ -1473,7 +1520,7 @@ ensure_push_subscription() {
         else
             while IFS= read -r line; do say "      - $line"; done <<<"$drift"
             run gcloud pubsub subscriptions update "$subscription" "${P[@]}" \
-                "${PUSH_FLAGS[@]}" --update-labels="$(labels "$component")"
+                "${PUSH_FLAGS[@]}" --update-labels="${LABELS}$component"
         fi
     fi
     # https://cloud.google.com/pubsub/docs/handling-failures: the Pub/Sub service
@@ -1514,7 +1561,7 @@ migrate_from_eventarc() {
     fi
     if [[ -n $eventarc_sub ]]; then
         if ! exists pubsub snapshots describe "$snapshot" "${P[@]}" --format="value(name)"; then
-            run gcloud pubsub snapshots create "$snapshot" "${P[@]}" --subscription="$eventarc_sub" --labels="$(labels migration)"
+            run gcloud pubsub snapshots create "$snapshot" "${P[@]}" --subscription="$eventarc_sub" --labels="${LABELS}migration"
         fi
         # The push subscription now holds everything the Eventarc one had not acknowledged.
         run gcloud pubsub subscriptions seek "$PUSH_SUBSCRIPTION" "${P[@]}" --snapshot="$snapshot"
@@ -1593,7 +1640,7 @@ deploy_workflow() {
         say "    = workflow $WORKFLOW_NAME is active with the same source and settings"
         return 0
     fi
-    run gcloud workflows deploy "$WORKFLOW_NAME" "${flags[@]}" --labels="$(labels workflow),deploy_hash=$fingerprint"
+    run gcloud workflows deploy "$WORKFLOW_NAME" "${flags[@]}" --labels="${LABELS}workflow,deploy_hash=$fingerprint"
 }
 
 # --- observability: the log-based metric and the alert policy ----------------------------
@@ -1898,7 +1945,7 @@ check_members() {
     fi
     while IFS= read -r member; do
         [[ -n $member ]] || continue
-        if ! grep -Fxq -- "$member" <<<"$ROLE_MEMBERS"; then
+        if ! has_line "$ROLE_MEMBERS" "$member"; then
             iam_cmd add-iam-policy-binding "$kind" "$resource" "$member" "$role" "$@"
             problem "$role for $member on $label $resource is missing" "$(quote_cmd "${IAM_CMD[@]}")"
             bad=1
@@ -1906,7 +1953,7 @@ check_members() {
     done <<<"$wanted"
     while IFS= read -r member; do
         [[ -n $member ]] || continue
-        if ! grep -Fxq -- "$member" <<<"$wanted"; then
+        if ! has_line "$wanted" "$member"; then
             iam_cmd remove-iam-policy-binding "$kind" "$resource" "$member" "$role" "$@"
             problem "$role on $label $resource is also held by $member, which $PROG did not ask for" "$(quote_cmd "${IAM_CMD[@]}")"
             bad=1
@@ -1921,15 +1968,15 @@ check_project_roles() {
         unknown "project roles of $member: the project's IAM policy could not be read" "gcloud projects get-iam-policy $PROJECT_ID"
         return 0
     }
-    held="$(awk -F '\t' -v m="$member" '$2 == m { print $1 }' <<<"$POLICY" | sort -u)"
+    held=$(column_where 2 "$member")
     while IFS= read -r role; do
         [[ -n $role ]] || continue
         iam_cmd add-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
-        if grep -Fxq -- "$role" <<<"$held"; then ok "$role for $member on project $PROJECT_ID"; else problem "$role for $member on project $PROJECT_ID is missing" "$(quote_cmd "${IAM_CMD[@]}")"; fi
+        if has_line "$held" "$role"; then ok "$role for $member on project $PROJECT_ID"; else problem "$role for $member on project $PROJECT_ID is missing" "$(quote_cmd "${IAM_CMD[@]}")"; fi
     done <<<"$wanted"
     while IFS= read -r role; do
         [[ -n $role ]] || continue
-        if ! grep -Fxq -- "$role" <<<"$wanted"; then
+        if ! has_line "$wanted" "$role"; then
             iam_cmd remove-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
             problem "$member also holds $role on project $PROJECT_ID, which $PROG did not ask for" "$(quote_cmd "${IAM_CMD[@]}")"
         fi

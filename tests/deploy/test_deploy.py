@@ -36,6 +36,7 @@ from tests.deploy.deploy_runner import (
     REQUIRED_APIS,
     WORKFLOW_SA,
     FakeCloud,
+    Result,
     bindings,
     parse_env_vars,
     project_roles,
@@ -51,12 +52,19 @@ def cloud(tmp_path: Path) -> FakeCloud:
 
 
 @pytest.fixture(scope="module")
-def deployed_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The state of a project after one successful deploy (computed once)."""
+def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, dict[str, Any]]:
+    """One deploy to a fresh project, and the state it left (computed once: a fresh
+    deploy is the costliest run, and several tests read the same one)."""
     cloud = FakeCloud(tmp_path_factory.mktemp("deployed"))
     result = cloud.deploy()
     assert result.returncode == 0, result.stderr
-    return cloud.read_state()
+    return result, cloud.read_state()
+
+
+@pytest.fixture(scope="module")
+def deployed_state(fresh_run: tuple[Result, dict[str, Any]]) -> dict[str, Any]:
+    """The state of a project after one successful deploy."""
+    return fresh_run[1]
 
 
 @pytest.fixture
@@ -212,10 +220,8 @@ def test_timeout_check_follows_callback_settings(cloud: FakeCloud) -> None:
 # -- a fresh project --------------------------------------------------------------
 
 
-def test_fresh_project_creates_everything(cloud: FakeCloud) -> None:
-    result = cloud.deploy()
-    assert result.returncode == 0, result.stderr
-    state = cloud.read_state()
+def test_fresh_project_creates_everything(fresh_run: tuple[Result, dict[str, Any]]) -> None:
+    result, state = fresh_run
 
     assert set(state["services"]) == REQUIRED_APIS
     assert PUBSUB_AGENT.split(":")[1] in state["service_agents"]
@@ -299,17 +305,15 @@ def test_every_resource_that_takes_labels_has_them(cloud: FakeCloud) -> None:
         assert (labels.get("app"), labels.get("component")) == (APP, component), what
 
 
-def test_summary_is_printed_before_any_change(cloud: FakeCloud) -> None:
-    result = cloud.deploy()
-    assert result.returncode == 0, result.stderr
+def test_summary_is_printed_before_any_change(fresh_run: tuple[Result, dict[str, Any]]) -> None:
+    result, _ = fresh_run
     summary = result.stdout[: result.stdout.index("==> [1]")]
     for expected in (PROJECT, REGION, DEAD_LETTER_TOPIC, FUNCTION_SA, PUSH_SUB):
         assert expected in summary
 
 
-def test_function_deploy_flags(cloud: FakeCloud) -> None:
-    result = cloud.deploy()
-    assert result.returncode == 0, result.stderr
+def test_function_deploy_flags(fresh_run: tuple[Result, dict[str, Any]]) -> None:
+    result, _ = fresh_run
     (deploy,) = result.find("functions deploy")
     assert deploy.positionals() == ["workflows-callback-relay"]
     expected = {
@@ -379,10 +383,9 @@ def test_flags_reach_the_function(cloud: FakeCloud) -> None:
     assert cloud.read_state()["subscriptions"][PUSH_SUB]["ackDeadlineSeconds"] == 120
 
 
-def test_grants_exactly_the_least_privilege_set(cloud: FakeCloud) -> None:
-    result = cloud.deploy()
-    assert result.returncode == 0, result.stderr
-    assert bindings(cloud.read_state()) == {
+def test_grants_exactly_the_least_privilege_set(fresh_run: tuple[Result, dict[str, Any]]) -> None:
+    result, state = fresh_run
+    assert bindings(state) == {
         # function: only workflows.callbacks.send, through the custom role
         (f"project:{PROJECT}", CUSTOM_ROLE, f"serviceAccount:{FUNCTION_SA}"),
         # workflow: publish to the relay topic only, and write logs
