@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import flask
 import functions_framework
@@ -33,9 +34,25 @@ def relay(cloud_event: CloudEvent) -> None:
     _relay.relay_event(
         cloud_event.get("id"),
         cloud_event.get("source"),
-        cloud_event.get_data(),
+        _with_push_fields(cloud_event.get_data()),
         TraceContext.from_headers(headers, cloud_event.get("traceparent")),
     )
+
+
+def _with_push_fields(data: Any) -> Any:
+    """The event data, with the push body's ``subscription`` and ``deliveryAttempt``.
+
+    functions-framework turns a raw Pub/Sub push into this CloudEvent and drops both
+    fields (functions_framework/event_conversion.py); Eventarc's data keeps them. The
+    raw body was parsed by that conversion, and Flask caches the parse, so reading it
+    again costs no second parse.
+    """
+    if not isinstance(data, Mapping) or "subscription" in data or not flask.has_request_context():
+        return data
+    body = flask.request.get_json(silent=True)
+    if not isinstance(body, Mapping) or "message" not in body:
+        return data
+    return {**data, **{k: body[k] for k in ("subscription", "deliveryAttempt") if k in body}}
 
 
 @functions_framework.http

@@ -8,7 +8,11 @@
   ``message_id``). Sample:
   https://github.com/googleapis/google-cloudevents/blob/main/examples/structured/pubsub/MessagePublishedData.json
 - The same event in structured mode (``application/cloudevents+json``).
-- A raw Pub/Sub push body, which functions-framework converts into the event.
+- A raw Pub/Sub push body, which functions-framework converts into the event: what
+  deploy.sh's push subscription sends, to FUNCTION_URL/projects/P/topics/T so that the
+  event's source names the topic (``_PUBSUB_TOPIC_REQUEST_PATH`` in
+  functions_framework/event_conversion.py). ``deliveryAttempt`` is in the body when the
+  subscription has a dead-letter policy (https://cloud.google.com/pubsub/docs/handling-failures).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/eventarc-us-central1-relay-sub
 EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
 PUBLISH_TIME = "2026-11-28T12:00:00.123Z"
 PUSH_PATH = f"/{TOPIC_PATH}"
+
+
+def push_path(topic: str) -> str:
+    """The push endpoint's path for a topic (projects/P/topics/T): deploy.sh's convention."""
+    return f"/{topic}"
 
 
 def rfc3339(moment: datetime.datetime) -> str:
@@ -140,9 +149,36 @@ def structured(data: bytes | None, message_id: str = "1001") -> dict[str, Any]:
     }
 
 
-def raw_push(data: bytes | None, message_id: str = "1001") -> dict[str, Any]:
+def raw_push(
+    data: bytes | None,
+    message_id: str = "1001",
+    *,
+    attributes: dict[str, str] | None = None,
+    publish_time: str = PUBLISH_TIME,
+    subscription: str = f"projects/{PROJECT}/subscriptions/relay-push",
+    delivery_attempt: int | None = None,
+) -> dict[str, Any]:
     """The body Pub/Sub push sends, which functions-framework converts."""
-    return {
-        "message": pubsub_message(data, message_id),
-        "subscription": f"projects/{PROJECT}/subscriptions/relay-push",
+    body: dict[str, Any] = {
+        "message": pubsub_message(data, message_id, attributes, publish_time),
+        "subscription": subscription,
     }
+    if delivery_attempt is not None:
+        body["deliveryAttempt"] = delivery_attempt
+    return body
+
+
+def pulled_push(
+    message: Any, subscription: str, delivery_attempt: int | None
+) -> tuple[dict[str, str], bytes]:
+    """(headers, body) of the push request Pub/Sub sends for a message pulled with
+    google-cloud-pubsub: no ``ce-*`` headers, the raw push body."""
+    body = raw_push(
+        message.data,
+        message.message_id,
+        attributes=dict(message.attributes),
+        publish_time=rfc3339(message.publish_time),
+        subscription=subscription,
+        delivery_attempt=delivery_attempt,
+    )
+    return {"Content-Type": "application/json"}, json.dumps(body).encode()

@@ -7,10 +7,11 @@ callback, read the body and build the result. Only the bindings are local:
 
 - callbacks: harness.workflow_bindings.HttpCallbacks on --workflows-api;
 - publishing: with PUBSUB_EMULATOR_HOST set and --topic/--subscription given, the
-  Pub/Sub connector publishes to the emulator, and an Eventarc-shaped forwarder
-  pulls from --subscription and POSTs each message to the function; without the
-  emulator, each published message is POSTed to the function as the same
-  Eventarc CloudEvent, directly.
+  Pub/Sub connector publishes to the emulator, and a forwarder pulls from
+  --subscription and POSTs each message to the function as the Pub/Sub push that
+  deploy.sh's subscription sends (FUNCTION_URL/projects/P/topics/T, the raw push
+  body); without the emulator, each published message is POSTed to the function
+  as the same push request, directly.
 
 The bindings are wrapped to record the hops: callback created, published,
 delivered, token, callback call, resumed, function answer, and the workflow's own
@@ -51,7 +52,7 @@ from typing import Any, TextIO
 
 import requests
 
-from harness.cloudevents import binary_cloudevent
+from harness.cloudevents import push_path, raw_push, rfc3339
 from harness.eventarc_forwarder import Delivery, EventarcForwarder
 from harness.processes import ManagedProcess, child_env
 from harness.workflow_bindings import (
@@ -170,7 +171,7 @@ def traced_log(trace: Trace) -> Callable[[LogEntry], None]:
 def post_event(
     function_url: str, message_id: str, headers: dict[str, str], event: bytes, trace: Trace
 ) -> None:
-    trace.hop("delivered", f"CloudEvent {message_id} -> {function_url}")
+    trace.hop("delivered", f"Pub/Sub push {message_id} -> {function_url}")
     started = time.monotonic()
     reply = requests.post(function_url, data=event, headers=headers, timeout=60)
     trace.hop(
@@ -180,25 +181,26 @@ def post_event(
 
 
 def direct_delivery(function_url: str, trace: Trace) -> Publish:
-    """No emulator: POST the Eventarc CloudEvent of each published message to the function."""
+    """No emulator: POST the Pub/Sub push request of each published message to the function."""
 
     def publish(topic: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
         ids = [f"direct-{uuid.uuid4().hex[:12]}" for _ in body.get("messages") or []]
         for message in decode_publish_body(topic, body, ids):
-            headers, event = binary_cloudevent(
-                message.message_id,
+            push = raw_push(
                 message.data,
-                message.attributes,
-                datetime.datetime.now(datetime.UTC),
-                topic.replace("/topics/", "/subscriptions/") + "-direct",
-                topic,
+                message.message_id,
+                attributes=message.attributes,
+                publish_time=rfc3339(datetime.datetime.now(datetime.UTC)),
+                subscription=topic.replace("/topics/", "/subscriptions/") + "-direct",
             )
+            headers = {"Content-Type": "application/json"}
+            url = function_url.rstrip("/") + push_path(topic)
 
             # The function's answer waits for the callback call, and the workflow
             # awaits it only after publish returns: deliver from a thread.
             threading.Thread(
                 target=post_event,
-                args=(function_url, message.message_id, headers, event, trace),
+                args=(url, message.message_id, headers, json.dumps(push).encode(), trace),
                 daemon=True,
             ).start()
         return {"messageIds": ids}
@@ -210,7 +212,7 @@ def forwarder_hops(trace: Trace) -> Callable[[Delivery], None]:
     def on_delivery(delivery: Delivery) -> None:
         trace.hop(
             "delivered",
-            f"Eventarc CloudEvent for message {delivery.message_id}"
+            f"Pub/Sub push for message {delivery.message_id}"
             + (f", attempt {delivery.delivery_attempt}" if delivery.delivery_attempt else ""),
             at=delivery.sent_at,
         )
@@ -393,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.topic,
                 args.function_url,
                 on_delivery=forwarder_hops(trace),
+                shape="push",
             ).start()
             exits.callback(forwarder.stop)
             connector = exits.enter_context(PubSubConnector.connect())

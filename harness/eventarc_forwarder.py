@@ -1,17 +1,28 @@
-"""Deliver Pub/Sub messages to a function the way Eventarc does, from a pull subscription.
+"""Deliver Pub/Sub messages to a function from a pull subscription, shaped as production.
 
-Eventarc's Pub/Sub trigger POSTs a binary-mode CloudEvent: ``ce-*`` headers
-(type ``google.cloud.pubsub.topic.v1.messagePublished``, source
-``//pubsub.googleapis.com/projects/P/topics/T``) and a JSON body
-``{"message": {data, attributes, messageId, publishTime}, "subscription": ...}``.
-This forwarder pulls from a subscription, POSTs each message in that shape, and
-acknowledges on 2xx; otherwise it nacks, so the subscription's retry policy and
-dead-letter policy apply, as they do in production. With ``concurrency`` above 1
-it POSTs from a pool of threads (the soak); in-flight work is bounded, so it
-stops pulling while the pool is busy.
+Two shapes (``shape``):
+
+- ``"push"``: what deploy.sh's push subscription sends: the raw push body
+  ``{"message": {...}, "subscription": ..., "deliveryAttempt": N}`` POSTed to
+  ``TARGET/projects/P/topics/T`` (the topic as the path, which functions-framework
+  turns into the event's source). ``deliveryAttempt`` is Pub/Sub's own count from the
+  pull, present when the subscription has a dead-letter policy, as on a real push
+  (the emulator's own push leaves it out).
+- ``"eventarc"``: an Eventarc Pub/Sub trigger's binary-mode CloudEvent: ``ce-*``
+  headers (type ``google.cloud.pubsub.topic.v1.messagePublished``, source
+  ``//pubsub.googleapis.com/projects/P/topics/T``) and a JSON body
+  ``{"message": {data, attributes, messageId, publishTime}, "subscription": ...}``;
+  deployments made before the push subscription still have it.
+
+It pulls from a subscription, POSTs each message, and acknowledges on 2xx; otherwise
+it nacks, so the subscription's retry policy and dead-letter policy apply, as they do
+in production. (The emulator's own push stops retrying when several messages fail at
+once, so redelivery is tested through pull.) With ``concurrency`` above 1 it POSTs
+from a pool of threads (the soak); in-flight work is bounded, so it stops pulling
+while the pool is busy.
 
     python -m harness.eventarc_forwarder --subscription projects/P/subscriptions/S \
-        --topic projects/P/topics/T --target http://127.0.0.1:8080/
+        --topic projects/P/topics/T --target http://127.0.0.1:8080/ [--shape eventarc]
 
 Local use only (emulator via PUBSUB_EMULATOR_HOST).
 """
@@ -26,12 +37,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
-from harness.cloudevents import pulled_cloudevent
+from harness.cloudevents import pulled_cloudevent, pulled_push, push_path
 from harness.thread_sessions import ThreadSessions
+
+Shape = Literal["eventarc", "push"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +73,10 @@ class EventarcForwarder:
         concurrency: int = 1,
         on_delivery: Callable[[Delivery], None] | None = None,
         keep_deliveries: bool = True,
+        shape: Shape = "eventarc",
     ) -> None:
         self.subscriber = subscriber
+        self.shape = shape
         self.subscription = subscription
         self.topic = topic
         self.target_url = target_url
@@ -141,12 +156,19 @@ class EventarcForwarder:
 
     def _forward_one(self, item: Any) -> None:
         message = item.message
-        headers, body = pulled_cloudevent(message, self.subscription, self.topic)
+        url = self.target_url
+        if self.shape == "push":
+            # Pub/Sub sets deliveryAttempt only with a dead-letter policy (0 here otherwise).
+            attempt = int(item.delivery_attempt or 0) or None
+            headers, body = pulled_push(message, self.subscription, attempt)
+            url = self.target_url.rstrip("/") + push_path(self.topic)
+        else:
+            headers, body = pulled_cloudevent(message, self.subscription, self.topic)
         started = time.monotonic()
         sent_at = time.time()
         try:
             reply = self._sessions.get().post(
-                self.target_url, data=body, headers=headers, timeout=self.request_timeout
+                url, data=body, headers=headers, timeout=self.request_timeout
             )
             status = reply.status_code
         except requests.RequestException as exc:
@@ -186,6 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
     parser.add_argument("--topic", required=True, help="projects/P/topics/T (the event source)")
     parser.add_argument("--target", required=True, help="function URL")
+    parser.add_argument(
+        "--shape",
+        choices=["push", "eventarc"],
+        default="push",
+        help="push: the raw push body deploy.sh's subscription sends (default); "
+        "eventarc: an Eventarc trigger's CloudEvent",
+    )
     args = parser.parse_args(argv)
 
     from google.cloud import pubsub_v1
@@ -199,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     subscriber = pubsub_v1.SubscriberClient()
     forwarder = EventarcForwarder(
-        subscriber, args.subscription, args.topic, args.target, on_delivery=report
+        subscriber, args.subscription, args.topic, args.target, on_delivery=report, shape=args.shape
     )
     print(f"READY forwarding {args.subscription} -> {args.target}", flush=True)
     forwarder.start()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole path on this machine, with no Google account:
-#   Pub/Sub emulator (when installed) -> Eventarc-shaped delivery -> relay function
+#   Pub/Sub emulator (when installed) -> push-shaped delivery -> relay function
 #   (functions-framework) -> fake Workflows callback API, tokens from a fake
 #   metadata server. Runs one demo execution and prints every hop with its timing.
 # Usage: scripts/run-local.sh [--stay] [--no-emulator] [--payload JSON] [--timeout SECONDS]
@@ -9,7 +9,7 @@
 #                             [--worker-command COMMAND]]
 #   --stay         keep everything running after the demo (delivery too), until Ctrl-C,
 #                  and print a create-a-callback, publish, see-it-resumed sequence
-#   --no-emulator  skip Pub/Sub: POST the CloudEvent to the function directly
+#   --no-emulator  skip Pub/Sub: POST the push request to the function directly
 #   With PUBSUB_EMULATOR_HOST set, the emulator there is used (topics named for this run)
 #   instead of starting one.
 #   --workflow     run FILE (your copy of the subworkflow) instead of workflow.yaml
@@ -259,9 +259,10 @@ EOF
 EOF
     else
         cat <<EOF
-    # 2. no emulator: POST the Eventarc CloudEvent for that message to the function
+    # 2. no emulator: POST the Pub/Sub push request for that message to the function,
+    #    at the topic's path, as deploy.sh's push subscription does
     data=\$(printf '{"callback_url": "%s", "payload": {"hello": "again"}}' "\$url" | base64 | tr -d '\n')
-    curl -sS -o /dev/null -w 'function answered %{http_code}\n' -X POST $function_url -H 'Content-Type: application/json' -H 'ce-specversion: 1.0' -H 'ce-id: manual-1' -H 'ce-type: google.cloud.pubsub.topic.v1.messagePublished' -H 'ce-source: //pubsub.googleapis.com/projects/$project/topics/workflows-callback-relay' -d "{\"message\": {\"data\": \"\$data\", \"messageId\": \"manual-1\"}, \"subscription\": \"projects/$project/subscriptions/manual\"}"
+    curl -sS -o /dev/null -w 'function answered %{http_code}\n' -X POST ${function_url}projects/$project/topics/workflows-callback-relay -H 'Content-Type: application/json' -d "{\"message\": {\"data\": \"\$data\", \"messageId\": \"manual-1\"}, \"subscription\": \"projects/$project/subscriptions/manual\"}"
 EOF
     fi
     cat <<EOF

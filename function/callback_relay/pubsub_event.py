@@ -4,7 +4,10 @@
   CloudEvent whose data is ``{"message": {...}, "subscription": ...}``.
   https://github.com/googleapis/google-cloudevents/blob/main/proto/google/events/cloud/pubsub/v1/data.proto
 - A direct Pub/Sub push is converted by functions-framework into the same
-  shape, without ``subscription`` (functions_framework/event_conversion.py).
+  shape, without ``subscription`` and ``deliveryAttempt`` (functions_framework/
+  event_conversion.py); main.py puts them back from the push body.
+- ``deliveryAttempt`` is set only on a subscription with a dead-letter policy
+  (``MessagePublishedData.delivery_attempt``, in the data.proto above).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class PubSubDelivery:
     publish_time: str | None = None
     subscription: str | None = None
     source: str | None = None
+    delivery_attempt: int | None = None
 
     @property
     def source_project(self) -> str | None:
@@ -121,12 +125,14 @@ def delivery_from_event(
     )
     publish_time = message.get("publishTime") or message.get("publish_time")
     subscription = data.get("subscription")
+    attempt = data.get("deliveryAttempt")
     common: dict[str, Any] = {
         "message_id": as_text(message_id, None),
         "attributes": attributes,
         "publish_time": publish_time if isinstance(publish_time, str) else None,
         "subscription": subscription if isinstance(subscription, str) else None,
         "source": source,
+        "delivery_attempt": attempt if type(attempt) is int and attempt >= 0 else None,
     }
     raw = message.get("data")
     if not isinstance(raw, str) or not raw:

@@ -152,6 +152,10 @@ class CallbackRelay:
             delivery.replay_record,
             delivery.replay_summary,
         )
+        if delivery.delivery_attempt is not None:
+            context = dataclasses.replace(
+                context, extra={"delivery_attempt": delivery.delivery_attempt}
+            )
         try:
             return self._relay(delivery, context)
         except RedeliveryRequested:
@@ -178,9 +182,8 @@ class CallbackRelay:
                 return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
             return self._fail_fast(exc, reply_to, key, context)
         if message.metadata is not None:
-            context = dataclasses.replace(
-                context, extra={"metadata": bounded(message.metadata, MAX_METADATA_BYTES)}
-            )
+            metadata = bounded(message.metadata, MAX_METADATA_BYTES)
+            context = dataclasses.replace(context, extra={**context.extra, "metadata": metadata})
         return self._relay_message(message, key, context)
 
     def _fail_fast(
@@ -194,7 +197,7 @@ class CallbackRelay:
             target = self.policy.check(reply_to.callback_url)
         except CallbackUrlRefused as refused:
             context = dataclasses.replace(
-                context, extra={"fail_fast": f"not attempted: {refused.reason}"}
+                context, extra={**context.extra, "fail_fast": f"not attempted: {refused.reason}"}
             )
             return self._rejected(Outcome.MESSAGE_REJECTED, rejected, context)
         body = invalid_message_body(rejected, key)

@@ -30,7 +30,9 @@ PROJECT_NUMBER = "123456789012"
 REGION = "us-central1"
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 FUNCTION_SA = f"callback-relay-fn@{PROJECT}.iam.gserviceaccount.com"
-TRIGGER_SA = f"callback-relay-trigger@{PROJECT}.iam.gserviceaccount.com"
+PUSH_SA = f"callback-relay-push@{PROJECT}.iam.gserviceaccount.com"
+# The Eventarc trigger's account of deployments made before the push subscription.
+LEGACY_TRIGGER_SA = f"callback-relay-trigger@{PROJECT}.iam.gserviceaccount.com"
 WORKFLOW_SA = f"callback-relay-workflow@{PROJECT}.iam.gserviceaccount.com"
 BUILD_SA = f"callback-relay-build@{PROJECT}.iam.gserviceaccount.com"
 REQUIRED_APIS = {
@@ -42,11 +44,11 @@ REQUIRED_APIS = {
         "run",
         "cloudbuild",
         "artifactregistry",
-        "eventarc",
         "pubsub",
         "workflows",
         "workflowexecutions",
         "logging",
+        "monitoring",
     )
 }
 # The last word of a gcloud command that changes something.
@@ -61,6 +63,9 @@ MUTATING_VERBS = {
     "run",
     "add-iam-policy-binding",
     "remove-iam-policy-binding",
+    "seek",
+    "set-cleanup-policies",
+    "service-agent",
 }
 RUN_TIMEOUT = 60
 
@@ -94,6 +99,8 @@ class Result:
     stdout: str
     stderr: str
     calls: list[Call] = field(default_factory=list)
+    # The waits deploy.sh asked for (seconds), through DEPLOY_SLEEP: none is waited out.
+    sleeps: list[int] = field(default_factory=list)
 
     @property
     def mutating(self) -> list[Call]:
@@ -118,10 +125,13 @@ class Result:
 
 
 # The `gcloud` (and `curl`) on PATH: argv goes out NUL-separated (any byte but NUL survives),
-# and each answer line comes back tagged o (stdout), e (stderr) or x (exit code).
+# and each answer line comes back tagged o (stdout), e (stderr) or x (exit code). curl's
+# stdin goes too: deploy.sh hands it the token there (-H @-), never on the command line.
 SHIM = r"""#!/bin/bash
 exec 3<>/dev/tcp/127.0.0.1/{port} || exit 70
-printf '%s\0' {cloud_id} {tool} "$#" "$@" >&3
+input=""
+[[ {tool} != curl ]] || input="$(cat)"
+printf '%s\0' {cloud_id} {tool} "$input" "$#" "$@" >&3
 status=70
 while IFS= read -r line <&3; do
     case $line in
@@ -138,7 +148,7 @@ class _GcloudHandler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         fields: list[bytes] = []
         buffer = b""
-        while len(fields) < 3 or len(fields) < 3 + int(fields[2]):
+        while len(fields) < 4 or len(fields) < 4 + int(fields[3]):
             chunk = self.connection.recv(65536)
             if not chunk:
                 return
@@ -146,7 +156,9 @@ class _GcloudHandler(socketserver.StreamRequestHandler):
             *complete, buffer = buffer.split(b"\0")
             fields += complete
         cloud = FakeCloud.registry[fields[0].decode()]
-        outcome = cloud.call(fields[1].decode(), [f.decode() for f in fields[3:]])
+        outcome = cloud.call(
+            fields[1].decode(), [f.decode() for f in fields[4:]], fields[2].decode()
+        )
         lines = [f"o{line}" for line in outcome.stdout.splitlines()]
         lines += [f"e{line}" for line in outcome.stderr.splitlines()]
         lines.append(f"x{outcome.code}")
@@ -191,6 +203,11 @@ class FakeCloud:
                 encoding="utf-8",
             )
             wrapper.chmod(0o755)
+        # deploy.sh's DEPLOY_SLEEP: records each wait instead of waiting.
+        self.sleeps_file = root / "sleeps"
+        self.sleep = self.bin / "record-sleep"
+        self.sleep.write_text(f'#!/bin/sh\necho "$1" >> "{self.sleeps_file}"\n', "utf-8")
+        self.sleep.chmod(0o755)
         self.lock = threading.Lock()
         self.calls: list[Call] = []
         self.fail: str | None = None
@@ -206,11 +223,11 @@ class FakeCloud:
         with self.lock:
             self.state = fresh_state(state)
 
-    def call(self, tool: str, argv: list[str]) -> Outcome:
+    def call(self, tool: str, argv: list[str], stdin: str = "") -> Outcome:
         """One gcloud or curl call from deploy.sh (on the server's thread)."""
         with self.lock:
             if tool == "curl":
-                outcome = run_curl(self.state, argv)
+                outcome = run_curl(self.state, argv, stdin)
             else:
                 outcome = run_gcloud(self.state, argv, self.fail)
             if outcome.command is not None:
@@ -227,11 +244,12 @@ class FakeCloud:
         with self.lock:
             self.calls = []
             self.fail = fail
+        self.sleeps_file.unlink(missing_ok=True)
         run_env = {
             "PATH": f"{self.bin}{os.pathsep}/usr/bin{os.pathsep}/bin",
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
-            "IAM_RETRY_SLEEP": "0",
+            "DEPLOY_SLEEP": str(self.sleep),
         }
         run_env.update(env or {})
         proc = subprocess.run(
@@ -245,4 +263,143 @@ class FakeCloud:
         )
         with self.lock:
             calls, self.calls, self.fail = self.calls, [], None
-        return Result(proc.returncode, proc.stdout, proc.stderr, calls)
+        sleeps = []
+        if self.sleeps_file.exists():
+            sleeps = [int(line) for line in self.sleeps_file.read_text().split()]
+        return Result(proc.returncode, proc.stdout, proc.stderr, calls, sleeps)
+
+
+# -- reading the fake project ---------------------------------------------------------
+
+FUNCTION_KEY = f"{REGION}/workflows-callback-relay"
+HTTP_FUNCTION_KEY = f"{REGION}/workflows-callback-relay-http"
+PUSH_SUB = "workflows-callback-relay-push"
+DEAD_LETTER_SUB = "workflows-callback-relay-dead-letter-sub"
+RELAY_TOPIC = "workflows-callback-relay"
+DEAD_LETTER_TOPIC = "workflows-callback-relay-dead-letter"
+CUSTOM_ROLE = f"projects/{PROJECT}/roles/workflowsCallbackSender"
+FUNCTION_URI = "https://workflows-callback-relay-x7k2q9wz3a-uc.a.run.app"
+
+
+def bindings(state: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Every (resource, role, member) of every IAM policy in the fake project."""
+    return {
+        (resource, role, member)
+        for resource, pairs in state["iam"].items()
+        for role, member in pairs
+    }
+
+
+def members(state: dict[str, Any], resource: str, role: str) -> set[str]:
+    return {m for r, m in state["iam"].get(resource, []) if r == role}
+
+
+def project_roles(state: dict[str, Any], member: str) -> set[str]:
+    return {r for r, m in state["iam"].get(f"project:{PROJECT}", []) if m == member}
+
+
+def eventarc_era_state(messages: list[str] | None = None) -> dict[str, Any]:
+    """A project as deploy.sh left it before the push subscription: the function
+    triggered by Eventarc (--trigger-topic), whose subscription deploy.sh gave the
+    dead-letter and retry policy, the trigger's own service account, and the
+    build account's three project roles. `messages` wait on the Eventarc subscription."""
+    trigger = f"projects/{PROJECT}/locations/{REGION}/triggers/workflows-callback-relay-111"
+    eventarc_sub = f"eventarc-{REGION}-workflows-callback-relay-111-sub-789"
+    agent = PUBSUB_AGENT.split(":", 1)[1]
+    accounts = [FUNCTION_SA, LEGACY_TRIGGER_SA, BUILD_SA, WORKFLOW_SA]
+    relay_topic = f"projects/{PROJECT}/topics/{RELAY_TOPIC}"
+    dead_letter_topic = f"projects/{PROJECT}/topics/{DEAD_LETTER_TOPIC}"
+    return {
+        "config_project": PROJECT,
+        "services": sorted(REQUIRED_APIS | {"eventarc.googleapis.com"}),
+        "service_agents": [agent],
+        "topics": {
+            RELAY_TOPIC: {"name": relay_topic, "labels": {}},
+            DEAD_LETTER_TOPIC: {"name": dead_letter_topic, "labels": {}},
+        },
+        "subscriptions": {
+            DEAD_LETTER_SUB: {
+                "name": f"projects/{PROJECT}/subscriptions/{DEAD_LETTER_SUB}",
+                "topic": dead_letter_topic,
+                "ackDeadlineSeconds": 60,
+                "messageRetentionDuration": "604800s",
+                "expirationPolicy": {},
+                "labels": {},
+                "messages": [],
+            },
+            eventarc_sub: {
+                "name": f"projects/{PROJECT}/subscriptions/{eventarc_sub}",
+                "topic": relay_topic,
+                "pushConfig": {"pushEndpoint": FUNCTION_URI},
+                "ackDeadlineSeconds": 60,
+                "deadLetterPolicy": {
+                    "deadLetterTopic": dead_letter_topic,
+                    "maxDeliveryAttempts": 10,
+                },
+                "retryPolicy": {"minimumBackoff": "10s", "maximumBackoff": "600s"},
+                "expirationPolicy": {},
+                "messages": list(messages or []),
+            },
+        },
+        "service_accounts": {email: {"email": email} for email in accounts},
+        "roles": {
+            "workflowsCallbackSender": {
+                "name": CUSTOM_ROLE,
+                "includedPermissions": ["workflows.callbacks.send"],
+            }
+        },
+        "functions": {
+            FUNCTION_KEY: {
+                "name": f"projects/{PROJECT}/locations/{REGION}/functions/workflows-callback-relay",
+                "state": "ACTIVE",
+                "labels": {"deploy_hash": "from-before"},
+                "buildConfig": {
+                    "entryPoint": "relay",
+                    "runtime": "python312",
+                    "serviceAccount": f"projects/{PROJECT}/serviceAccounts/{BUILD_SA}",
+                },
+                "serviceConfig": {
+                    "service": f"projects/{PROJECT}/locations/{REGION}/services/{RELAY_TOPIC}",
+                    "uri": FUNCTION_URI,
+                    "ingressSettings": "ALLOW_INTERNAL_ONLY",
+                    "serviceAccountEmail": FUNCTION_SA,
+                    "timeoutSeconds": 60,
+                    "environmentVariables": {"LOG_LEVEL": "INFO"},
+                },
+                "eventTrigger": {
+                    "trigger": trigger,
+                    "pubsubTopic": relay_topic,
+                    "serviceAccountEmail": LEGACY_TRIGGER_SA,
+                    "retryPolicy": "RETRY_POLICY_RETRY",
+                },
+            }
+        },
+        "triggers": {
+            trigger: {
+                "name": trigger,
+                "transport": {
+                    "pubsub": {
+                        "topic": relay_topic,
+                        "subscription": f"projects/{PROJECT}/subscriptions/{eventarc_sub}",
+                    }
+                },
+            }
+        },
+        "run_services": {FUNCTION_KEY: {"name": "workflows-callback-relay"}},
+        "workflows": {},
+        "iam": {
+            f"project:{PROJECT}": [
+                [CUSTOM_ROLE, f"serviceAccount:{FUNCTION_SA}"],
+                ["roles/logging.logWriter", f"serviceAccount:{WORKFLOW_SA}"],
+                ["roles/logging.logWriter", f"serviceAccount:{BUILD_SA}"],
+                ["roles/artifactregistry.writer", f"serviceAccount:{BUILD_SA}"],
+                ["roles/storage.objectViewer", f"serviceAccount:{BUILD_SA}"],
+            ],
+            f"topic:{RELAY_TOPIC}": [["roles/pubsub.publisher", f"serviceAccount:{WORKFLOW_SA}"]],
+            f"topic:{DEAD_LETTER_TOPIC}": [["roles/pubsub.publisher", PUBSUB_AGENT]],
+            f"subscription:{eventarc_sub}": [["roles/pubsub.subscriber", PUBSUB_AGENT]],
+            f"run_service:{FUNCTION_KEY}": [
+                ["roles/run.invoker", f"serviceAccount:{LEGACY_TRIGGER_SA}"]
+            ],
+        },
+    }

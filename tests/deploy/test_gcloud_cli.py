@@ -26,13 +26,15 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.deploy_runner import REPO, FakeCloud, Result
-from tests.deploy.test_deploy_production import PRODUCTION_ARGS, project_with_users
+from tests.deploy import fake_gcloud
+from tests.deploy.deploy_runner import REPO, FakeCloud, Result, eventarc_era_state
+from tests.deploy.test_deploy_production import ALLOWED, PRODUCTION_ARGS, project_with_users
 
 # Each real gcloud start costs seconds: out of the quick loop (scripts/test.sh --quick).
 pytestmark = pytest.mark.slow
@@ -234,59 +236,103 @@ def gcloud_calls(result: Result) -> list[list[str]]:
     return [call.argv for call in result.calls if call.command != "curl"]
 
 
+def printed_to_operator(stderr: str) -> list[list[str]]:
+    """gcloud commands deploy.sh prints on stderr for the operator to run."""
+    return [
+        shlex.split(line.strip())[1:]
+        for line in stderr.splitlines()
+        if line.strip().startswith("gcloud ")
+    ]
+
+
+def iam_plan(stdout: str) -> list[list[str]]:
+    """The gcloud commands of --iam=print's plan."""
+    return [
+        shlex.split(line[12:])[1:]
+        for line in stdout.splitlines()
+        if line.startswith(("  MISSING   gcloud ", "  in place  gcloud "))
+    ]
+
+
 def collect_argvs(root: Path) -> list[list[str]]:
     argvs: list[list[str]] = []
+
+    def ran(result: Result, expect: int = 0) -> None:
+        assert result.returncode == expect, result.stdout + result.stderr
+        argvs.extend(gcloud_calls(result))
+        argvs.extend(result.dry_run_argvs())
+        argvs.extend(printed_commands(result.stdout))
+        argvs.extend(status_fixes(result.stdout))
+        argvs.extend(printed_to_operator(result.stderr))
+        argvs.extend(iam_plan(result.stdout))
+
     cloud = FakeCloud(root / "fresh", {"config_project": ""})
-    dry = cloud.deploy("--dry-run", env={"PROJECT_ID": "test-project"})
-    assert dry.returncode == 0, dry.stderr
-    argvs += dry.dry_run_argvs()
+    ran(cloud.deploy("--dry-run", env={"PROJECT_ID": "test-project"}))
     cloud.write_state({"config_project": "test-project"})
-    for args in ((), ("--use-invoker-role",), ("--destroy", "--yes"), ("--destroy", "--dry-run")):
-        result = cloud.deploy(*args)
-        assert result.returncode == 0, result.stderr
-        argvs += gcloud_calls(result)
-        argvs += result.dry_run_argvs()
-        if not args:
-            argvs += printed_commands(result.stdout)
+    ran(cloud.deploy("--iam=print"), expect=3)
+    for args in ((), ("--use-invoker-role",), ("--destroy", "--dry-run"), ("--destroy", "--yes")):
+        ran(cloud.deploy(*args))
     # A deleted custom role with extra permissions: undelete and update.
     state = cloud.read_state()
     state["roles"]["workflowsCallbackSender"]["includedPermissions"] = ["x.y.z"]
     cloud.write_state(state)
-    repaired = cloud.deploy("--dry-run")
-    assert repaired.returncode == 0, repaired.stderr
-    argvs += repaired.dry_run_argvs() + gcloud_calls(repaired)
+    ran(cloud.deploy("--dry-run"))
+    ran(cloud.deploy("--destroy", "--yes", "--delete-images"))
 
-    # Production: every flag, an update of the alert policy, a trigger that must
-    # change, --status with problems (and the fixes it prints), destroy.
-    production = FakeCloud(root / "production", project_with_users())
-    runs: list[tuple[tuple[str, ...], dict[str, str]]] = [
-        ((*PRODUCTION_ARGS, "--legacy-token-creator"), {}),
-        ((*PRODUCTION_ARGS, "--legacy-token-creator"), {"ALERT_OLDEST_UNACKED_SECONDS": "900"}),
-        ((*PRODUCTION_ARGS, "--legacy-token-creator"), {}),
-        ((*PRODUCTION_ARGS, "--legacy-token-creator", "--status"), {}),
-    ]
-    for run_args, env in runs:
-        result = production.deploy(*run_args, env=env)
-        assert result.returncode == 0, result.stdout + result.stderr
-        argvs += gcloud_calls(result)
-        argvs += printed_commands(result.stdout)
+    # Production: every flag and every organisation policy, an update of the alert
+    # policy and the metric, --status with problems (and the fixes it prints), options
+    # dropped, a region change, destroy.
+    key = "projects/test-project/locations/us-central1/keyRings/r/cryptoKeys/k"
+    production = FakeCloud(root / "production", project_with_users({"kms_keys": [key]}))
+    policies = (
+        "--kms-key",
+        key,
+        "--vpc-connector",
+        "connector",
+        "--egress-settings",
+        "all",
+        "--build-worker-pool",
+        "projects/test-project/locations/us-central1/workerPools/pool",
+        "--keep-images",
+        "3",
+    )
+    full = (*PRODUCTION_ARGS, "--legacy-token-creator", *policies)
+    ran(production.deploy(*full))
+    ran(production.deploy(*full, env={"ALERT_OLDEST_UNACKED_SECONDS": "900"}))
     state = production.read_state()
-    function = state["functions"]["workflows-callback-relay"]
-    function["eventTrigger"]["retryPolicy"] = "RETRY_POLICY_DO_NOT_RETRY"
+    state["log_metrics"]["workflows-callback-relay-outcomes"]["description"] = "edited"
+    production.write_state(state)
+    ran(production.deploy(*full))  # logging metrics update
+    ran(production.deploy(*full, "--status"))
+    state = production.read_state()
     for subscription in state["subscriptions"].values():
         subscription.pop("deadLetterPolicy", None)
     state["iam"] = {}
+    state["functions"]["us-central1/workflows-callback-relay"]["serviceConfig"][
+        "secretEnvironmentVariables"
+    ] = [{"key": "K", "secret": "s", "version": "1"}]
+    state["log_entries"] = [{"service": "workflows-callback-relay", "outcome": "url_refused"}]
     production.write_state(state)
-    unhealthy = production.deploy(*PRODUCTION_ARGS, "--legacy-token-creator", "--status")
-    assert unhealthy.returncode == 1, unhealthy.stdout + unhealthy.stderr
+    unhealthy = production.deploy(*full, "--status")
+    ran(unhealthy, expect=1)
     fixes = status_fixes(unhealthy.stdout)
     assert any(argv[:3] == ["pubsub", "subscriptions", "update"] for argv in fixes)
     assert any(argv[:2] == ["iam", "service-accounts"] for argv in fixes)
-    argvs += fixes + gcloud_calls(unhealthy)
-    for final_args in (PRODUCTION_ARGS, (*PRODUCTION_ARGS, "--destroy", "--yes")):
-        result = production.deploy(*final_args)
-        assert result.returncode == 0, result.stdout + result.stderr
-        argvs += gcloud_calls(result)
+    ran(production.deploy(*full))
+    ran(production.deploy(*PRODUCTION_ARGS))  # the policies dropped: --clear-* flags
+    ran(production.deploy("--skip-demo-workflow", "--allowed-workflows", ALLOWED))
+    ran(production.deploy(*PRODUCTION_ARGS, "--region", "europe-west1"), expect=1)
+    ran(production.deploy(*PRODUCTION_ARGS, "--region", "europe-west1", "--status"), expect=1)
+    ran(production.deploy("--destroy", "--yes"))
+
+    # The move from an Eventarc trigger, and the commands printed when it cannot be made.
+    moved = FakeCloud(root / "moved", eventarc_era_state(messages=["m1"]))
+    ran(moved.deploy("--status"), expect=1)
+    ran(moved.deploy())
+    refused_state = eventarc_era_state(messages=["m1"])
+    refused_state["refuse_trigger_change"] = True
+    refused = FakeCloud(root / "refused", refused_state)
+    ran(refused.deploy(), expect=1)
     return argvs
 
 
@@ -302,21 +348,39 @@ def test_every_gcloud_command_and_flag_exists(
         flags_by_command.setdefault(path, set()).update(flag_names(argv))
     must_cover = {
         ("functions", "deploy"),
+        ("functions", "delete"),
+        ("functions", "list"),
+        ("beta", "services", "identity", "create"),
+        ("storage", "service-agent"),
+        ("pubsub", "subscriptions", "create"),
         ("pubsub", "subscriptions", "update"),
+        ("pubsub", "subscriptions", "seek"),
+        ("pubsub", "snapshots", "create"),
+        ("pubsub", "snapshots", "delete"),
+        ("pubsub", "topics", "update"),
         ("eventarc", "triggers", "describe"),
+        ("artifacts", "repositories", "create"),
+        ("artifacts", "repositories", "set-cleanup-policies"),
+        ("artifacts", "repositories", "delete"),
+        ("kms", "keys", "add-iam-policy-binding"),
+        ("logging", "metrics", "create"),
+        ("logging", "metrics", "update"),
+        ("logging", "read"),
         ("workflows", "deploy"),
         ("workflows", "run"),
         ("iam", "roles", "undelete"),
         ("iam", "roles", "update"),
         ("run", "services", "add-iam-policy-binding"),
+        ("run", "services", "remove-iam-policy-binding"),
         ("projects", "remove-iam-policy-binding"),
+        ("pubsub", "topics", "remove-iam-policy-binding"),
         ("alpha", "monitoring", "policies", "list"),
         ("alpha", "monitoring", "policies", "create"),
         ("alpha", "monitoring", "policies", "update"),
         ("alpha", "monitoring", "policies", "delete"),
         ("auth", "print-access-token"),
         ("iam", "service-accounts", "add-iam-policy-binding"),
-        ("run", "services", "add-iam-policy-binding"),
+        ("iam", "service-accounts", "remove-iam-policy-binding"),
     }
     assert must_cover <= flags_by_command.keys()
 
@@ -425,7 +489,7 @@ def test_gcloudignore_keeps_only_runtime_files(
 
 
 def test_curl_flags_exist(tmp_path: Path) -> None:
-    """--status reads the dead-letter backlog with curl: its flags are real ones."""
+    """--status reads Cloud Monitoring with curl: its flags are real ones."""
     curl = shutil.which("curl")
     if curl is None:
         if os.environ.get("CI") == "true":
@@ -435,15 +499,64 @@ def test_curl_flags_exist(tmp_path: Path) -> None:
     assert cloud.deploy(*PRODUCTION_ARGS).returncode == 0
     result = cloud.deploy(*PRODUCTION_ARGS, "--status")
     assert result.returncode == 0, result.stdout + result.stderr
-    (call,) = result.find("curl")
+    calls = result.find("curl")
+    assert len(calls) == 3  # backlog, oldest unacked age, push answers
     help_text = subprocess.run(
         [curl, "--help", "all"], capture_output=True, text=True, check=True
     ).stdout
-    used = [arg for arg in call.argv if arg.startswith("-")]
-    assert "--get" in used
+    used = {arg for call in calls for arg in call.argv if arg.startswith("-")}
+    assert {"--get", "--data-urlencode", "-H"} <= used
     for arg in used:
         if arg.startswith("--"):
             assert re.search(rf"(?<![\w-]){re.escape(arg)}(?![\w-])", help_text), arg
         else:
             for letter in arg[1:]:
                 assert f" -{letter}, " in help_text, f"-{letter}"
+
+
+# Renders each (records, format) with gcloud's own resource printer; stdin: JSON cases.
+REAL_PRINTER = """
+import io, json, sys
+from googlecloudsdk.core.resource import resource_printer
+out = []
+for records, fmt in json.load(sys.stdin):
+    buffer = io.StringIO()
+    resource_printer.Print(records, fmt, out=buffer)
+    out.append(buffer.getvalue())
+json.dump(out, sys.stdout)
+"""
+
+
+def test_the_fake_prints_values_as_gcloud_does(
+    gcloud: Path, gcloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    """deploy.sh parses what `--format=value(...)` prints: the fake must print it as
+    gcloud's resource printer does, for every record and format deploy.sh asked for."""
+    fake_gcloud.RENDERED = []
+    try:
+        collect_argvs(tmp_path)
+        rendered = fake_gcloud.RENDERED
+    finally:
+        fake_gcloud.RENDERED = None
+    cases: dict[str, tuple[list[Any], str, str]] = {}
+    for records, fmt, text in rendered:
+        cases.setdefault(json.dumps([records, fmt], sort_keys=True), (records, fmt, text))
+    assert len(cases) > 50
+    lib = gcloud.resolve().parent.parent / "lib"
+    env = {**gcloud_env, "PYTHONPATH": f"{lib}{os.pathsep}{lib / 'third_party'}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", REAL_PRINTER],
+        input=json.dumps([[records, fmt] for records, fmt, _ in cases.values()]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HELP_TIMEOUT,
+        check=True,
+    )
+    real = json.loads(proc.stdout)
+    differ = [
+        (fmt, records, text, printed)
+        for (records, fmt, text), printed in zip(cases.values(), real, strict=True)
+        if text != printed
+    ]
+    assert differ == []

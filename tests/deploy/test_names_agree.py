@@ -1,7 +1,7 @@
 """deploy.sh, workflow.yaml and the function's config agree on names.
 
 Reads all three: the relay topic the workflow publishes to by default is the
-one deploy.sh creates and triggers the function from; the workflow reads the
+one deploy.sh creates and pushes to the function; the workflow reads the
 RELAY_TOPIC deploy.sh sets; every variable deploy.sh gives the function is one
 callback_relay.config reads, with values it accepts; the defaults agree.
 """
@@ -50,10 +50,12 @@ def deploy_argv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     assert result.returncode == 0, result.stderr
     function, http_function = result.find("functions deploy")
     (workflow,) = result.find("workflows deploy")
+    (push,) = [c for c in result.find("pubsub subscriptions create") if c.flag("push-endpoint")]
     return {
         "function": function.argv,
         "http_function": http_function.argv,
         "workflow": workflow.argv,
+        "push_subscription": push.argv,
     }
 
 
@@ -70,7 +72,9 @@ def test_resource_name_defaults() -> None:
     assert deploy_default("FUNCTION_NAME") == "workflows-callback-relay"
     assert deploy_default("WORKFLOW_NAME") == WORKFLOW
     assert deploy_default("FUNCTION_SA_NAME") == "callback-relay-fn"
-    assert deploy_default("TRIGGER_SA_NAME") == "callback-relay-trigger"
+    assert deploy_default("PUSH_SA_NAME") == "callback-relay-push"
+    assert deploy_default("PUSH_SUBSCRIPTION") == f"{RELAY_TOPIC}-push"
+    assert deploy_default("LEGACY_TRIGGER_SA_NAME") == "callback-relay-trigger"
     assert deploy_default("WORKFLOW_SA_NAME") == "callback-relay-workflow"
     assert deploy_default("CUSTOM_ROLE_ID") == "workflowsCallbackSender"
     assert deploy_default("BUILD_SA_NAME") == "callback-relay-build"
@@ -87,8 +91,11 @@ def test_workflow_reads_the_topic_deploy_sets(deploy_argv: dict[str, list[str]])
     assert flag(workflow, "set-env-vars") == f"RELAY_TOPIC={RELAY_TOPIC}"
     assert flag(workflow, "source") == str(WORKFLOW_YAML)
     assert workflow[2] == WORKFLOW
-    # The function is triggered by the very topic the workflow publishes to.
-    assert flag(deploy_argv["function"], "trigger-topic") == RELAY_TOPIC
+    # The very topic the workflow publishes to is pushed to the function, at the path
+    # that names it (the relay reads the topic from the event's source).
+    push = deploy_argv["push_subscription"]
+    assert flag(push, "topic") == RELAY_TOPIC
+    assert flag(push, "push-endpoint").endswith(f"/projects/{PROJECT}/topics/{RELAY_TOPIC}")
 
 
 def test_function_env_vars_are_the_ones_config_reads(deploy_argv: dict[str, list[str]]) -> None:

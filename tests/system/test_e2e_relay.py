@@ -5,13 +5,20 @@ subprocess; tokens come from a fake metadata server through the real
 google-auth path. The workflow is workflow.yaml itself, executed by the local
 interpreter (harness.workflow_interpreter) on the fake's callbacks and the
 emulator's publish connector: its own steps publish, await, read the body and
-build the result or the CallbackError. Every scenario runs on both delivery paths:
+build the result or the CallbackError. Every scenario runs on both delivery paths,
+each in the shape deploy.sh's push subscription delivers in production (the raw push
+body POSTed to FUNCTION_URL/projects/P/topics/T, which functions-framework converts
+into a CloudEvent whose source names the topic):
 
-- push: an emulator push subscription to /projects/P/topics/T, converted by
-  functions-framework from the raw push body into a CloudEvent; the push goes
-  through a recording proxy (harness.recording_proxy) that keeps each answer;
-- eventarc: a pull subscription whose messages are POSTed as Eventarc-shaped
-  binary CloudEvents (harness.eventarc_forwarder), acked on 2xx, nacked otherwise.
+- push: an emulator push subscription; the push goes through a recording proxy
+  (harness.recording_proxy) that keeps each answer;
+- forwarded-push: a pull subscription whose messages are POSTed in the same shape,
+  with Pub/Sub's deliveryAttempt (harness.eventarc_forwarder), acked on 2xx, nacked
+  otherwise: the emulator's own push neither sends deliveryAttempt nor keeps
+  retrying when several messages fail at once.
+
+One scenario delivers an Eventarc trigger's CloudEvent instead, as a deployment that
+deploy.sh has not yet moved to its push subscription still receives.
 
 Either way the test sees every delivery and the function's answer, which is the
 ack decision: "acknowledged once" is read from that record, never slept on.
@@ -33,7 +40,7 @@ from typing import Any
 import pytest
 
 from harness.demo_driver import Trace, TracedCallbacks, traced_publish
-from harness.eventarc_forwarder import EventarcForwarder
+from harness.eventarc_forwarder import EventarcForwarder, Shape
 from harness.fake_metadata_server import FakeMetadataServer
 from harness.fake_workflows_api import FakeWorkflowsApi, Fault
 from harness.processes import ManagedProcess
@@ -55,7 +62,7 @@ from tools.replay_dead_letters import DeadLetterReplay, Settings, make_clients, 
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
-PATHS = ["push", "eventarc"]
+PATHS = ["push", "forwarded-push"]
 # Short so that a transient failure reaches Pub/Sub's redelivery within a test.
 FUNCTION_ENV = {
     "CALLBACK_RETRY_DEADLINE_SECONDS": "0.3",
@@ -133,7 +140,11 @@ class Stack:
     proxy: RecordingProxy | None = None
 
     def route(
-        self, *, dead_letter_topic: str | None = None, max_delivery_attempts: int | None = None
+        self,
+        *,
+        dead_letter_topic: str | None = None,
+        max_delivery_attempts: int | None = None,
+        shape: Shape = "push",
     ) -> None:
         """Create the relay topic and the subscription that delivers it to the function."""
         topic_id = unique_name("relay")
@@ -155,7 +166,11 @@ class Stack:
                 unique_name("pull"), topic_id, **options
             )
             self.forwarder = EventarcForwarder(
-                self.emulator.subscriber(), self.subscription, self.topic, self.function_url + "/"
+                self.emulator.subscriber(),
+                self.subscription,
+                self.topic,
+                self.function_url + "/",
+                shape=shape,
             ).start()
 
     def start_workflow(
@@ -352,6 +367,10 @@ def test_bad_message_is_acknowledged_and_logged(stack: Stack, data: bytes) -> No
     assert entry["outcome"] == "message_rejected"
     assert entry["severity"] == "ERROR"
     assert stack.workflows.calls == []
+    # functions-framework took the topic from the push path; the relay took the
+    # subscription back from the push body, which functions-framework drops.
+    assert entry["replay"]["source"] == f"//pubsub.googleapis.com/{stack.topic}"
+    assert entry["replay"]["subscription"] == stack.subscription
 
 
 def test_transient_failure_is_redelivered_with_backoff(stack: Stack) -> None:
@@ -413,6 +432,9 @@ def test_poison_message_reaches_the_dead_letter_topic_and_can_be_replayed(
     if stack.forwarder is not None:
         attempts = [d.delivery_attempt for d in stack.forwarder.snapshot()]
         assert attempts == [1, 2, 3, 4, 5]
+        # The push body's deliveryAttempt reached the log, through functions-framework.
+        logged_attempts = [int(e["delivery_attempt"]) for e in lines_of(stack, message_id)]
+        assert sorted(logged_attempts) == [1, 2, 3, 4, 5]
     assert run.thread.is_alive(), "the workflow stopped waiting"
 
     # The outage is over: replaying the dead letter resumes the waiting execution.
@@ -506,3 +528,16 @@ def test_workflow_message_past_its_expiry_is_acknowledged_without_a_call(stack: 
     assert stack.acked_once(), stack.deliveries()
     assert [e.get("outcome") for e in logged(stack, message_id)] == ["expired"]
     assert stack.workflows.calls_to(timed_out.callback_url) == []
+
+
+@pytest.mark.parametrize("stack", ["forwarded-push"], indirect=True)
+def test_an_eventarc_trigger_still_delivers(stack: Stack) -> None:
+    # A deployment made before deploy.sh's push subscription, until deploy.sh moves it.
+    stack.route(shape="eventarc")
+
+    result, _ = stack.play({"via": "eventarc"})
+
+    assert result["status"] == "RESUMED"
+    assert result["body"] == {"via": "eventarc"}
+    assert delivered_outcomes(stack, result["message_id"]).count("delivered") == 1
+    assert stack.acked_once(), stack.deliveries()

@@ -108,6 +108,79 @@ def test_bare_url_shorthand(
     assert workflows_api.await_callback(url, timeout=2)["http_request"]["body"] == {}
 
 
+def test_raw_push_keeps_the_topic_subscription_attempt_and_attributes(
+    client: flask.testing.FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # deploy.sh's push endpoint: FUNCTION_URL/projects/P/topics/T. functions-framework
+    # makes the topic the event's source, and drops subscription and deliveryAttempt,
+    # which the relay takes back from the body.
+    topic = "projects/p-7/topics/approvals"
+    push = events.raw_push(
+        b"{not json",
+        "m-7",
+        attributes={"order": "42"},
+        subscription="projects/p-7/subscriptions/approvals-push",
+        delivery_attempt=3,
+    )
+    assert client.post(events.push_path(topic), json=push).status_code == 200
+    (line,) = log_lines(capsys)
+    assert line["outcome"] == "message_rejected"
+    assert line["delivery_attempt"] == 3
+    assert line["replay"]["source"] == f"//pubsub.googleapis.com/{topic}"
+    assert line["replay"]["subscription"] == "projects/p-7/subscriptions/approvals-push"
+    assert line["replay"]["attributes"] == {"order": "42"}
+    assert line["replay"]["message_id"] == "m-7"
+
+
+def test_the_delivery_attempt_is_logged_beside_the_other_fields(
+    client: flask.testing.FlaskClient,
+    workflows_api: FakeWorkflowsApi,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The attempt shares the line with the producer's metadata, and with a fail-fast
+    # note: neither replaces the other.
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    delivered = events.message_data(url, payload={}, metadata={"worker": "w-1"})
+    refused = events.message_data("https://example.com/cb", colour="red")
+    for message_id, data in (("m-9", delivered), ("m-10", refused)):
+        push = events.raw_push(data, message_id, delivery_attempt=4)
+        assert client.post(events.PUSH_PATH, json=push).status_code == 200
+    first, second = log_lines(capsys)
+    assert (first["outcome"], first["delivery_attempt"]) == ("delivered", 4)
+    assert first["metadata"] == {"worker": "w-1"}
+    assert (second["outcome"], second["delivery_attempt"]) == ("message_rejected", 4)
+    assert second["fail_fast"].startswith("not attempted")
+
+
+@pytest.mark.parametrize("shape", ["raw_push", "eventarc_binary"])
+def test_the_request_body_is_parsed_once(
+    shape: str, relay_env: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Reading subscription and deliveryAttempt back must not parse the body again:
+    # functions-framework's raw-push conversion parsed it, and Flask caches that.
+    app: flask.Flask = functions_framework.create_app(  # type: ignore[no-untyped-call]
+        "relay", SOURCE, "cloudevent"
+    )
+    parses: list[object] = []
+    loads = app.json.loads
+
+    def counting_loads(data: Any, **kwargs: Any) -> Any:
+        parses.append(data)
+        return loads(data, **kwargs)
+
+    app.json.loads = counting_loads  # type: ignore[method-assign, assignment]
+    client = app.test_client()
+    if shape == "raw_push":
+        push = events.raw_push(b"{not json", "m-8", delivery_attempt=2)
+        assert client.post(events.PUSH_PATH, json=push).status_code == 200
+        assert len(parses) == 1
+    else:
+        assert send_binary(client, b"{not json", "m-8") == 200
+        assert parses == []  # the CloudEvents SDK read the body, not Flask
+    (line,) = log_lines(capsys)
+    assert line["replay"]["subscription"]
+
+
 def test_raw_push_without_data_is_refused_by_functions_framework(
     client: flask.testing.FlaskClient,
 ) -> None:

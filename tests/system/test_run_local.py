@@ -87,7 +87,7 @@ def test_run_local_with_the_emulator(emulator: PubSubEmulator) -> None:
     result = run_local()
 
     check_demo(result)
-    assert "Eventarc CloudEvent for message" in result.stdout
+    assert "Pub/Sub push for message" in result.stdout
     started = re.search(r"Pub/Sub emulator\s+(127\.0\.0\.1:(\d+))\n", result.stdout)
     assert started is not None, result.stdout
     assert started[1] != emulator.address
@@ -354,10 +354,13 @@ def check_the_docs_python_recipe(script: StayingScript, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_run_local_stay_without_the_emulator_prints_a_direct_cloudevent_sequence() -> None:
+def test_run_local_stay_without_the_emulator_prints_a_direct_push_sequence() -> None:
     with staying("--no-emulator") as script:
         assert "function answered 200" in check_stay(script)
-        assert "ce-type: google.cloud.pubsub.topic.v1.messagePublished" in script.printed_sequence()
+        # The push request, at the topic's path, as deploy.sh's push subscription sends it.
+        printed = script.printed_sequence()
+        assert "/projects/local-project/topics/workflows-callback-relay -H" in printed
+        assert "ce-type" not in printed
         assert script.interrupt() == 130
     check_everything_stopped(script)
 

@@ -84,3 +84,20 @@ def test_summarize_cuts_every_value() -> None:
     assert len(summary["message_id"]) < 700
     assert len(summary["attributes"]) < 700
     assert summary["n"] == 3
+
+
+@pytest.mark.parametrize(
+    ("attempt", "read"),
+    [(3, 3), (0, 0), (None, None), ("3", None), (True, None), (-1, None), (2.0, None)],
+)
+def test_the_delivery_attempt_is_read_when_it_is_a_count(attempt: object, read: object) -> None:
+    body = events.raw_push(b"x", "7")
+    body["deliveryAttempt"] = attempt
+    assert delivery_from_event("7", events.SOURCE, body).delivery_attempt == read
+
+
+def test_the_delivery_attempt_is_kept_out_of_the_replay_record() -> None:
+    # A replay is a new publish: the count of its old deliveries is no part of it.
+    delivery = delivery_from_event("7", None, events.raw_push(b"x", "7", delivery_attempt=4))
+    assert delivery.delivery_attempt == 4
+    assert "delivery_attempt" not in delivery.replay_record()
