@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 # Imports no google.auth, so the address can be set before anything else imports it.
 from harness.fake_metadata_server import FakeMetadataServer
+
+# No Hypothesis example is timed: this machine's load is not the code's speed (a 200 ms
+# deadline failed under load). Bounds on time are asserted where they are the behaviour.
+settings.register_profile("relay", deadline=None)
+settings.load_profile("relay")
 
 # Bound now, served from the first test that needs it: a port only picked here and bound
 # later can be taken in between (seen when an emulator started in that window).
