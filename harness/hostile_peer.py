@@ -163,6 +163,14 @@ def _drip_body(h: _Peer, peer: HostilePeer, mode: str) -> None:
         time.sleep(peer.drip_interval)
 
 
+def _drip_ok(h: _Peer, peer: HostilePeer, mode: str) -> None:
+    # A complete, valid 200 whose 24-byte body arrives one byte per interval.
+    h.raw(_response_head(200, [("Content-Length", b"24")]), mode)
+    for byte in b'{"drip": "fed, slowly."}':
+        time.sleep(peer.drip_interval)
+        h.raw(bytes([byte]), mode)
+
+
 def _drip_headers(h: _Peer, peer: HostilePeer, mode: str) -> None:
     h.raw(b"HTTP/1.1 200 OK\r\n", mode)
     while True:
@@ -226,6 +234,7 @@ _MODES: dict[str, Callable[[_Peer, HostilePeer, str], None]] = {
     "ok": _ok,
     "drip-body": _drip_body,
     "drip-headers": _drip_headers,
+    "drip-ok": _drip_ok,
     "no-answer": _no_answer,
     "huge-body": _huge_body,
     "huge-chunked": _huge_chunked,
