@@ -13,6 +13,7 @@ of the answer are read (``response_body``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http.client
 import http.cookiejar
 import math
@@ -131,7 +132,7 @@ class CallbackClient:
             except requests.RequestException as exc:
                 return _failed(exc, attempt.expired)
             try:
-                raw, whole = read_capped(response.raw)
+                raw, whole = read_capped(functools.partial(response.raw.read, decode_content=False))
             except _READ_ERRORS as exc:
                 response.close()
                 return _failed(exc, attempt.expired)

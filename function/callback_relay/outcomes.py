@@ -53,6 +53,9 @@ class Reason(enum.StrEnum):
     WRONG_ORIGIN = "wrong_origin"
     WRONG_PATH = "wrong_path"
     WORKFLOW_NOT_ALLOWED = "workflow_not_allowed"
+    # A relay_http request that is not one message given once by POST.
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    AMBIGUOUS_REQUEST = "ambiguous_request"
 
     @property
     def is_syntax(self) -> bool:

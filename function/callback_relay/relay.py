@@ -139,11 +139,14 @@ class CallbackRelay:
 
         Returns the final outcome, or raises RedeliveryRequested; nothing else.
         """
+        # base64 is 4/3 of the data: a record that cannot fit a log line is never
+        # encoded (megabytes copied to be thrown away); its summary is logged instead.
+        fits = _base64_length(len(delivery.data)) <= structured_log.MAX_LINE_BYTES
         context = self._context(
             delivery.message_id,
             trace,
             delivery.source,
-            delivery.replay_record,
+            delivery.replay_record if fits else delivery.replay_summary,
             delivery.replay_summary,
         )
         try:
@@ -152,6 +155,18 @@ class CallbackRelay:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
             raise self._internal_error(exc, context) from None
+
+    def reject_request(
+        self,
+        message_id: str,
+        rejection: Rejection,
+        trace: TraceContext,
+        replay: dict[str, Any],
+        source: str = "relay_http",
+    ) -> RelayOutcome:
+        """Log a request refused before its message was read (relay_http): final, one line."""
+        context = self._context(message_id, trace, source, lambda: replay)
+        return self._rejected(Outcome.MESSAGE_REJECTED, rejection, context)
 
     # -- the steps -------------------------------------------------------------
 
@@ -336,6 +351,10 @@ class CallbackRelay:
         self.log.write(
             level, f"{outcome.outcome}: {outcome.reason}", fields, context.replay_summary
         )
+
+
+def _base64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
 
 
 def _expired(message: CallbackMessage | ReplyTo) -> str:
