@@ -40,8 +40,10 @@ def client(relay_env: Callable[..., None]) -> flask.testing.FlaskClient:
 
 
 def log_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The JSON lines written to stdout. Lines end in "\n" only, as the relay writes
+    them: str.splitlines() would also cut at U+2028, U+2029 or U+0085 in a string."""
     out = capsys.readouterr().out
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in out.split("\n") if line.startswith("{")]
 
 
 def send_binary(
