@@ -175,8 +175,6 @@ class CallbackClient:
         attempt = 0
         result = DeliveryResult(_NOT_SENT, 0, 0.0)
         while True:
-            if self.clock() >= not_after:
-                raise DeliveryExpired(result)
             classification = self._attempt(method, url, body, idempotency_key, deadline, not_after)
             now = self.clock()
             if classification is None:

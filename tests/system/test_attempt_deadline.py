@@ -24,10 +24,10 @@ from callback_relay.access_token import AccessTokenProvider
 from callback_relay.attempt_deadline import DeadlineWatchdog
 from callback_relay.callback_client import CallbackClient, build_session
 from callback_relay.callback_response import Kind
-from callback_relay.errors import DeliveryDeferred
+from callback_relay.errors import DeliveryDeferred, DeliveryExpired
 from callback_relay.response_body import read_capped
 from harness.fake_metadata_server import FakeMetadataServer
-from harness.hostile_peer import HostilePeer
+from harness.hostile_peer import HostilePeer, SlowConnectListener
 
 DRIP = 0.05  # drip-ok sends its 24-byte body in 1.2 s
 
@@ -130,3 +130,34 @@ def test_an_idle_watchdog_still_ends_the_next_slow_attempt(
     assert not thread.is_alive(), "the idle watchdog did not end the slow attempt"
     assert time.monotonic() - started < 0.3 + 0.3
     assert outcome == {"reason": "timed out: the retry deadline ended the attempt"}
+
+
+def test_an_attempt_past_its_deadline_shuts_a_connection_it_starts_using(
+    peer: HostilePeer,
+) -> None:
+    session = build_session(4)
+    assert session.post(peer.callback_url("ok"), data=b"{}", timeout=5).content == b"{}"
+    watchdog = DeadlineWatchdog()
+    with watchdog.attempt(time.monotonic() - 1) as attempt:
+        for _ in range(100):  # the watchdog expires it at once, before any request
+            if attempt.expired:
+                break
+            time.sleep(0.01)
+        assert attempt.expired
+        started = time.monotonic()
+        with pytest.raises(requests.RequestException):
+            session.post(peer.callback_url("drip-ok"), data=b"{}", timeout=5)
+    assert attempt.cut
+    assert time.monotonic() - started < 0.5  # not the 1.2 s the drip takes
+
+
+def test_a_connect_starts_no_call_after_expires_at(metadata_server: FakeMetadataServer) -> None:
+    session = build_session(4)
+    client = CallbackClient(session, AccessTokenProvider(session=session), 5.0, 2.0, 2.0)
+    client.tokens.token()
+    started = time.monotonic()
+    with SlowConnectListener() as listener, pytest.raises(DeliveryExpired):
+        client.deliver("POST", listener.callback_url(), b"{}", "k", expires_in_seconds=0.3)
+    # The connect gives up at expires_at, not at its own 2 s timeout: had it completed
+    # later, the request would have been sent after expires_at.
+    assert time.monotonic() - started < 0.3 + 0.4

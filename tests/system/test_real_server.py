@@ -73,11 +73,13 @@ def test_a_drip_fed_answer_ends_at_the_deadline_with_one_line(
         started = time.monotonic()
         answer = post_event(base, events.message_data(drip_peer.callback_url("drip-ok")), "drip")
         elapsed = time.monotonic() - started
-        time.sleep(0.2)  # the log line comes through a pipe
+        process.wait_for_line("redelivery_requested", timeout=5)  # through a pipe
+        time.sleep(0.2)  # anything written after it (a traceback) would be here by now
         lines = process.lines()[before:]
     assert answer.status_code == 503
     assert answer.json()["outcome"] == "retry_later"
-    assert elapsed < DEADLINE + 0.5, f"{elapsed:.2f} s"
+    # The old symptom was 11.5 s; a busy machine adds some to the request around the relay.
+    assert elapsed < DEADLINE + 1.0, f"{elapsed:.2f} s"
     # One structured line: no traceback from Flask, no "crash" from functions-framework.
     assert len(lines) == 1, lines
     line = json.loads(lines[0])
@@ -85,6 +87,7 @@ def test_a_drip_fed_answer_ends_at_the_deadline_with_one_line(
         "redelivery_requested",
         "timed out: the retry deadline ended the attempt",
     )
+    assert line["latency_ms"] < (DEADLINE + 0.2) * 1000  # the relay's own time for the delivery
 
 
 def big_rejected_message(url: str) -> bytes:
