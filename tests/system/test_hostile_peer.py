@@ -201,9 +201,9 @@ def test_no_descriptor_is_left_behind(
 def test_garbage_retry_after_is_classified(
     index: int, peer: HostilePeer, metadata_server: FakeMetadataServer
 ) -> None:
-    classification, _ = outcome(
-        make_client(deadline=0.2), peer.callback_url(f"retry-after-{index}")
-    )
+    client = make_client(deadline=0.2)
+    client.tokens.token()  # a first token within 0.2 s is not what is tested (a busy machine)
+    classification, _ = outcome(client, peer.callback_url(f"retry-after-{index}"))
     assert classification.kind is Kind.TRANSIENT
     assert classification.status == 503
     seconds = classification.retry_after_seconds
@@ -228,7 +228,9 @@ def test_garbage_retry_after_is_classified(
 def test_garbage_answers_are_classified(
     mode: str, kind: Kind, peer: HostilePeer, metadata_server: FakeMetadataServer
 ) -> None:
-    classification, _ = outcome(make_client(deadline=0.2), peer.callback_url(mode))
+    client = make_client(deadline=0.2)
+    client.tokens.token()  # as above: the answer is what is classified, not a slow first token
+    classification, _ = outcome(client, peer.callback_url(mode))
     assert classification.kind is kind, classification
     assert len(classification.error_excerpt) <= 300
 
