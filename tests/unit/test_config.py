@@ -196,7 +196,7 @@ def test_allowed_workflows_entries_that_can_never_match_are_refused(entry: str, 
 segments = st.just("*") | st.from_regex(r"[aZ0_.:\-][a-zZ0-9_.:\-]{0,5}", fullmatch=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.tuples(segments, segments, segments))
 def test_every_accepted_entry_matches_some_callback_url(segments: tuple[str, str, str]) -> None:
     entry = "projects/{}/locations/{}/workflows/{}".format(*segments)

@@ -41,7 +41,7 @@ def expected(document: dict[str, Any], limit: int) -> dict[str, str | None]:
     }
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     document=objects,
     ensure_ascii=st.booleans(),
