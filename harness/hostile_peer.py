@@ -6,8 +6,9 @@ and a callback URL such as
 passes the relay's URL policy (``WORKFLOWS_EMULATOR_HOST=HOST``).
 
 Modes (``MODES``): ``ok``; ``drip-body`` and ``drip-headers`` (one byte every
-``drip_interval`` s); ``no-answer``; ``huge-body`` (300 MB streamed from one
-64 KiB block, never held); ``huge-chunked`` (an endless chunked body);
+``drip_interval`` s); ``drip-ok`` (a valid 200 with ``Content-Length: 24`` whose
+body comes one byte every ``drip_interval`` s); ``no-answer``; ``huge-body``
+(300 MB streamed from one 64 KiB block, never held); ``huge-chunked`` (an endless chunked body);
 ``gzip-bomb`` and ``gzip-bomb-ok`` (32 MiB of zeros in about 32 KB of
 gzip); ``retry-after-N`` (a 503 with ``RETRY_AFTER_GARBAGE[N]``);
 ``deep-json`` and ``deep-json-429``; ``long-pending-quota`` (a 429 whose
