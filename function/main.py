@@ -1,8 +1,10 @@
 """Cloud Functions entry points. The rules live in the callback_relay package.
 
 - ``relay``: Pub/Sub trigger (CloudEvent). Returning acknowledges the message;
-  raising ``RedeliveryRequested`` (the only exception that leaves the relay)
-  makes Pub/Sub redeliver it.
+  ``RedeliveryRequested`` (the only exception that leaves the relay) makes
+  Pub/Sub redeliver it: it is answered 503 as an HTTP exception, which Flask
+  answers without logging a traceback, so a redelivery leaves one line, the
+  relay's own.
 - ``relay_http``: the same relay for direct HTTP callers.
 """
 
@@ -16,7 +18,8 @@ import functions_framework
 from cloudevents.http.event import CloudEvent
 from requests.structures import CaseInsensitiveDict
 
-from callback_relay.http_request import handle_http
+from callback_relay.errors import RedeliveryRequested
+from callback_relay.http_request import HttpReply, handle_http, redelivery_reply
 from callback_relay.relay import create_relay
 from callback_relay.trace_context import TraceContext
 
@@ -31,12 +34,18 @@ def relay(cloud_event: CloudEvent) -> None:
     headers: Mapping[str, str] = (
         CaseInsensitiveDict(flask.request.headers) if flask.has_request_context() else {}
     )
-    _relay.relay_event(
-        cloud_event.get("id"),
-        cloud_event.get("source"),
-        _with_push_fields(cloud_event.get_data()),
-        TraceContext.from_headers(headers, cloud_event.get("traceparent")),
-    )
+    try:
+        _relay.relay_event(
+            cloud_event.get("id"),
+            cloud_event.get("source"),
+            _with_push_fields(cloud_event.get_data()),
+            TraceContext.from_headers(headers, cloud_event.get("traceparent")),
+        )
+    except RedeliveryRequested as exc:
+        # functions-framework answers "OK" to any return; only an exception is a
+        # non-2xx. An HTTPException carrying its own response is answered as it is,
+        # without Flask's traceback or functions-framework's "crash" handler.
+        flask.abort(_response(redelivery_reply(exc)))
 
 
 def _with_push_fields(data: Any) -> Any:
@@ -57,9 +66,22 @@ def _with_push_fields(data: Any) -> Any:
 
 @functions_framework.http
 def relay_http(request: flask.Request) -> flask.Response:
-    status, body, headers = handle_http(
-        _relay, request.args, request.get_data(cache=False), CaseInsensitiveDict(request.headers)
+    reply = handle_http(
+        _relay,
+        request.method,
+        request.args.getlist("callback_url"),
+        request.stream,
+        request.content_length,
+        CaseInsensitiveDict(request.headers),
     )
+    return _response(reply)
+
+
+def _response(reply: HttpReply) -> flask.Response:
+    body = flask.json.dumps(reply.body)
+    # A body left unread must stay unread: functions-framework reads the whole
+    # request after any response that is not streamed (its after_request hook).
+    content = iter([body]) if reply.body_unread else body
     return flask.Response(
-        flask.json.dumps(body), status=status, headers=headers, mimetype="application/json"
+        content, status=reply.status, headers=reply.headers, mimetype="application/json"
     )

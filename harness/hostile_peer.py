@@ -6,8 +6,9 @@ and a callback URL such as
 passes the relay's URL policy (``WORKFLOWS_EMULATOR_HOST=HOST``).
 
 Modes (``MODES``): ``ok``; ``drip-body`` and ``drip-headers`` (one byte every
-``drip_interval`` s); ``no-answer``; ``huge-body`` (300 MB streamed from one
-64 KiB block, never held); ``huge-chunked`` (an endless chunked body);
+``drip_interval`` s); ``drip-ok`` (a valid 200 with ``Content-Length: 24`` whose
+body comes one byte every ``drip_interval`` s); ``no-answer``; ``huge-body``
+(300 MB streamed from one 64 KiB block, never held); ``huge-chunked`` (an endless chunked body);
 ``gzip-bomb`` and ``gzip-bomb-ok`` (32 MiB of zeros in about 32 KB of
 gzip); ``retry-after-N`` (a 503 with ``RETRY_AFTER_GARBAGE[N]``);
 ``deep-json`` and ``deep-json-429``; ``long-pending-quota`` (a 429 whose
@@ -163,6 +164,14 @@ def _drip_body(h: _Peer, peer: HostilePeer, mode: str) -> None:
         time.sleep(peer.drip_interval)
 
 
+def _drip_ok(h: _Peer, peer: HostilePeer, mode: str) -> None:
+    # A complete, valid 200 whose 24-byte body arrives one byte per interval.
+    h.raw(_response_head(200, [("Content-Length", b"24")]), mode)
+    for byte in b'{"drip": "fed, slowly."}':
+        time.sleep(peer.drip_interval)
+        h.raw(bytes([byte]), mode)
+
+
 def _drip_headers(h: _Peer, peer: HostilePeer, mode: str) -> None:
     h.raw(b"HTTP/1.1 200 OK\r\n", mode)
     while True:
@@ -226,6 +235,7 @@ _MODES: dict[str, Callable[[_Peer, HostilePeer, str], None]] = {
     "ok": _ok,
     "drip-body": _drip_body,
     "drip-headers": _drip_headers,
+    "drip-ok": _drip_ok,
     "no-answer": _no_answer,
     "huge-body": _huge_body,
     "huge-chunked": _huge_chunked,

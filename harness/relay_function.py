@@ -48,6 +48,7 @@ def relay_function(
     threads: int = 8,
     target: str = "relay",
     signature_type: str = "cloudevent",
+    source: Path = RELAY_SOURCE,
 ) -> Iterator[tuple[ManagedProcess, str]]:
     """Yield (process, base URL) of the function, listening on a free loopback port."""
     port = free_port()
@@ -64,7 +65,7 @@ def relay_function(
         },
         drop=("GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST", "ALLOWED_WORKFLOWS"),
     )
-    argv = function_argv(RELAY_SOURCE, port, target, signature_type)
+    argv = function_argv(source, port, target, signature_type)
     with managed_process(
         f"relay-function-{port}",
         argv,

@@ -152,8 +152,9 @@ class AccessTokenProvider:
             self._start_refresh(EARLY_REFRESH_RETRY_SECONDS)
             return cached.token
         wait = self._wait_seconds if wait_seconds is None else min(wait_seconds, self._wait_seconds)
+        wait = max(wait, 0.0)  # a caller past its deadline does not wait at all
         refresh = self._start_refresh(None)
-        if not refresh.done.wait(max(wait, 0.0)):
+        if not refresh.done.wait(wait):
             raise TokenUnavailable(f"no token after waiting {wait:g} s for a refresh")
         if refresh.token is None:
             raise TokenUnavailable(refresh.error)

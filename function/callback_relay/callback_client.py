@@ -13,8 +13,10 @@ of the answer are read (``response_body``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http.client
 import http.cookiejar
+import math
 import random
 import time
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from callback_relay.callback_response import (
     Kind,
     classify_response,
 )
-from callback_relay.errors import DeliveryDeferred, TokenUnavailable
+from callback_relay.errors import DeliveryDeferred, DeliveryExpired, TokenUnavailable
 from callback_relay.response_body import (
     ACCEPT_ENCODING,
     MAX_RESPONSE_BYTES,
@@ -38,12 +40,20 @@ from callback_relay.response_body import (
     read_capped,
 )
 
-__all__ = ["MAX_RESPONSE_BYTES", "CallbackClient", "DeliveryDeferred", "build_session"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "CallbackClient",
+    "DeliveryDeferred",
+    "DeliveryExpired",
+    "build_session",
+]
 
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 8.0
 # Errors of a broken or stopped connection while the answer is read.
 _READ_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+# The result of a delivery that expired before its first call.
+_NOT_SENT = Classification(Kind.TRANSIENT, "not sent")
 
 
 def build_session(pool_size: int, ca_bundle: str | None = None) -> requests.Session:
@@ -83,19 +93,29 @@ class CallbackClient:
         return max(delay, retry_after or 0.0)
 
     def _attempt(
-        self, method: str, url: str, body: bytes | None, idempotency_key: str, deadline: float
-    ) -> Classification:
-        remaining = deadline - self.clock()
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        idempotency_key: str,
+        deadline: float,
+        not_after: float,
+    ) -> Classification | None:
+        """One call, or None when the message expired before it could be sent."""
         try:
-            token = self.tokens.token(wait_seconds=remaining)
+            token = self.tokens.token(wait_seconds=min(deadline, not_after) - self.clock())
         except TokenUnavailable as exc:
             return Classification(Kind.TRANSIENT, f"no access token: {exc}")
+        now = self.clock()
+        if now >= not_after:
+            return None  # the token came too late: nothing is sent after expires_at
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": idempotency_key}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        remaining = deadline - self.clock()
+        remaining = deadline - now
         timeout = (
-            max(0.001, min(self.connect_timeout_seconds, remaining)),
+            # A new connection starts no call later than expires_at.
+            max(0.001, min(self.connect_timeout_seconds, remaining, not_after - now)),
             max(0.001, min(self.read_timeout_seconds, remaining)),
         )
         with self.watchdog.attempt(deadline) as attempt:
@@ -112,13 +132,15 @@ class CallbackClient:
             except requests.RequestException as exc:
                 return _failed(exc, attempt.expired)
             try:
-                raw, whole = read_capped(response.raw)
+                raw, whole = read_capped(functools.partial(response.raw.read, decode_content=False))
             except _READ_ERRORS as exc:
                 response.close()
                 return _failed(exc, attempt.expired)
-        if attempt.expired:
-            # Whatever was parsed ended at a shutdown, not at the peer's end of
-            # message: http.client reads headers cut short as a complete answer.
+        if attempt.cut:
+            # The deadline shut the connection while this attempt held it: what
+            # was parsed may have ended at that shutdown, not at the peer's end
+            # of message (http.client reads headers cut short as complete). An
+            # answer read whole went back to the pool first, and is kept.
             response.close()
             return _failed(TimeoutError(), expired=True)
         if not whole:
@@ -134,20 +156,37 @@ class CallbackClient:
         return classification
 
     def deliver(
-        self, method: str, url: str, body: bytes | None, idempotency_key: str
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        idempotency_key: str,
+        expires_in_seconds: float | None = None,
     ) -> DeliveryResult:
-        """Call the callback until a final answer; raise DeliveryDeferred at the deadline."""
+        """Call the callback until a final answer.
+
+        Raises DeliveryDeferred when the retry deadline ends the retries, and
+        DeliveryExpired when ``expires_in_seconds`` (the message's expires_at)
+        does first: no attempt starts, and no backoff sleeps, past it.
+        """
         started = self.clock()
         deadline = started + self.deadline_seconds
+        not_after = math.inf if expires_in_seconds is None else started + expires_in_seconds
         attempt = 0
+        result = DeliveryResult(_NOT_SENT, 0, 0.0)
         while True:
-            attempt += 1
-            classification = self._attempt(method, url, body, idempotency_key, deadline)
+            classification = self._attempt(method, url, body, idempotency_key, deadline, not_after)
             now = self.clock()
+            if classification is None:
+                latency_ms = (now - started) * 1000
+                raise DeliveryExpired(dataclasses.replace(result, latency_ms=latency_ms))
+            attempt += 1
             result = DeliveryResult(classification, attempt, (now - started) * 1000)
             if classification.kind.is_final:
                 return result
             delay = self.backoff_seconds(attempt, classification.retry_after_seconds)
+            if now + delay >= not_after and not_after <= deadline:
+                raise DeliveryExpired(result)
             if now + delay >= deadline:
                 raise DeliveryDeferred(result)
             self.sleep(delay)

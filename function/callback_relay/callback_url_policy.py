@@ -23,14 +23,16 @@ from callback_relay.outcomes import Reason
 GOOGLE_ORIGIN = "https://workflowexecutions.googleapis.com"
 
 # Project ids and numbers, region names, workflow ids (letters, digits, '-' and
-# '_'), and the generated execution and callback ids.
-_PROJECT = r"[a-z0-9][a-z0-9-]{0,62}"
-_LOCATION = r"[a-z][a-z0-9-]{0,62}"
-_RESOURCE_ID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
+# '_'), and the generated execution and callback ids. ALLOWED_WORKFLOWS entries
+# use the same grammar (config.py), so that every entry can match some URL.
+PROJECT_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+LOCATION_PATTERN = r"[a-z][a-z0-9-]{0,62}"
+RESOURCE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
 _PATH_RE = re.compile(
-    rf"/v1/projects/(?P<project>{_PROJECT})/locations/(?P<location>{_LOCATION})"
-    rf"/workflows/(?P<workflow>{_RESOURCE_ID})/executions/(?P<execution>{_RESOURCE_ID})"
-    rf"/callbacks/(?P<callback>{_RESOURCE_ID})"
+    rf"/v1/projects/(?P<project>{PROJECT_PATTERN})/locations/(?P<location>{LOCATION_PATTERN})"
+    rf"/workflows/(?P<workflow>{RESOURCE_ID_PATTERN})"
+    rf"/executions/(?P<execution>{RESOURCE_ID_PATTERN})"
+    rf"/callbacks/(?P<callback>{RESOURCE_ID_PATTERN})"
 )
 # Anything outside printable ASCII, plus characters that change how a URL parses.
 _FORBIDDEN_RE = re.compile(r"[^\x21-\x7e]|[\\%@?#]")

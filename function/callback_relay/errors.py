@@ -56,6 +56,14 @@ class DeliveryDeferred(RuntimeError):
         self.result = result
 
 
+class DeliveryExpired(RuntimeError):
+    """The message's ``expires_at`` came before a final answer; no attempt starts after it."""
+
+    def __init__(self, result: DeliveryResult) -> None:
+        super().__init__(result.classification.reason)
+        self.result = result
+
+
 class RedeliveryRequested(RuntimeError):
     """The one exception an entry point raises: Pub/Sub redelivers the message.
 

@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from callback_relay.errors import MessageRejected
+from callback_relay.json_top_level import string_fields
 from callback_relay.outcomes import Reason
 
 # Methods that events.create_callback_endpoint accepts.
@@ -43,6 +44,9 @@ FIELDS = frozenset({"callback_url", "payload", "method", "expires_at", "metadata
 FAIL_FAST_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Past this size (Pub/Sub's own limit) a rejected message is not read again.
 FAIL_FAST_MAX_BYTES = 10 * 1024 * 1024
+_REPLY_FIELDS = frozenset({"callback_url", "method", "expires_at"})
+# A callback URL of MAX_CALLBACK_URL_LENGTH characters, each written as a \uXXXX escape.
+_MAX_REPLY_FIELD_BYTES = 6 * MAX_CALLBACK_URL_LENGTH + 2
 # How many unknown field names a reason lists, and how much of each.
 _MAX_NAMES, _MAX_NAME_CHARS = 5, 40
 
@@ -83,6 +87,8 @@ class ReplyTo:
 
     callback_url: str
     method: str
+    # When the message's own expires_at is readable: no error is sent after it.
+    expires_at: datetime.datetime | None = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -239,18 +245,16 @@ def fail_fast_target(data: bytes) -> ReplyTo | None:
 
     Read leniently (NaN, lone surrogates, unknown fields and a size over the
     limit are what the message may have been rejected for), and only for
-    ``callback_url`` and ``method``: a non-empty string URL and a method in
-    FAIL_FAST_METHODS, in any case (POST when absent; sent upper-case). The URL
+    ``callback_url``, ``method`` and ``expires_at``, at the top level of the
+    object, without building the rest of it (``json_top_level``): a non-empty
+    string URL and a method in FAIL_FAST_METHODS, in any case (POST when absent;
+    sent upper-case). An ``expires_at`` that does not parse is ignored. The URL
     policy still decides whether the relay may call it.
     """
     if len(data) > FAIL_FAST_MAX_BYTES:
         return None
-    try:
-        text = data.decode("utf-8").strip(_WHITESPACE)
-        fields = json.loads(text) if text.startswith("{") else None
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(fields, dict):
+    fields = string_fields(data, _REPLY_FIELDS, _MAX_REPLY_FIELD_BYTES)
+    if fields is None:
         return None
     url, method = fields.get("callback_url"), fields.get("method", "POST")
     if not isinstance(url, str) or not 0 < len(url) <= MAX_CALLBACK_URL_LENGTH:
@@ -261,7 +265,14 @@ def fail_fast_target(data: bytes) -> ReplyTo | None:
         return None
     if method.upper() not in FAIL_FAST_METHODS:
         return None
-    return ReplyTo(url, method.upper())
+    return ReplyTo(url, method.upper(), _lenient_expires_at(fields.get("expires_at")))
+
+
+def _lenient_expires_at(value: str | None) -> datetime.datetime | None:
+    try:
+        return None if value is None else parse_rfc3339(value)
+    except MessageRejected:
+        return None
 
 
 def strict_json_object(data: bytes, max_bytes: int) -> dict[str, Any]:

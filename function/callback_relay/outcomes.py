@@ -69,6 +69,9 @@ class Reason(enum.StrEnum):
     TOO_MANY_WAITERS = "too_many_waiters"
     TOO_MANY_EVENTS = "too_many_events"
     KEY_FULL = "key_full"
+    # A relay_http request that is not one message given once by POST.
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    AMBIGUOUS_REQUEST = "ambiguous_request"
 
     @property
     def is_syntax(self) -> bool:

@@ -30,6 +30,7 @@ from callback_relay.config import Settings, load_settings
 from callback_relay.errors import (
     CallbackUrlRefused,
     DeliveryDeferred,
+    DeliveryExpired,
     EventRejected,
     MessageRejected,
     RedeliveryRequested,
@@ -145,11 +146,14 @@ class CallbackRelay:
 
         Returns the final outcome, or raises RedeliveryRequested; nothing else.
         """
+        # base64 is 4/3 of the data: a record that cannot fit a log line is never
+        # encoded (megabytes copied to be thrown away); its summary is logged instead.
+        fits = _base64_length(len(delivery.data)) <= structured_log.MAX_LINE_BYTES
         context = self._context(
             delivery.message_id,
             trace,
             delivery.source,
-            delivery.replay_record,
+            delivery.replay_record if fits else delivery.replay_summary,
             delivery.replay_summary,
         )
         if delivery.delivery_attempt is not None:
@@ -162,6 +166,18 @@ class CallbackRelay:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
             raise self._internal_error(exc, context) from None
+
+    def reject_request(
+        self,
+        message_id: str,
+        rejection: Rejection,
+        trace: TraceContext,
+        replay: dict[str, Any],
+        source: str = "relay_http",
+    ) -> RelayOutcome:
+        """Log a request refused before its message was read (relay_http): final, one line."""
+        context = self._context(message_id, trace, source, lambda: replay)
+        return self._rejected(Outcome.MESSAGE_REJECTED, rejection, context)
 
     # -- the steps -------------------------------------------------------------
 
@@ -176,7 +192,9 @@ class CallbackRelay:
             message = parse_message_data(delivery.data, self.settings.max_message_bytes)
         except MessageRejected as exc:
             reply_to = None
-            if self.settings.fail_fast_invalid_messages:
+            # Data that is not a JSON object names no callback (fail_fast_target
+            # reads only the top level of a message too large to parse).
+            if self.settings.fail_fast_invalid_messages and not exc.reason.is_syntax:
                 reply_to = fail_fast_target(delivery.data)
             if reply_to is None:
                 return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
@@ -191,24 +209,29 @@ class CallbackRelay:
     ) -> RelayOutcome:
         """Resume the waiting step with the rejection, so that it fails now, not at its timeout.
 
-        The URL policy applies as to any other call: a refused URL is never called.
+        The URL policy applies as to any other call: a refused URL is never
+        called, and neither is one past the message's own expires_at.
         """
         try:
             target = self.policy.check(reply_to.callback_url)
         except CallbackUrlRefused as refused:
-            context = dataclasses.replace(
-                context, extra={**context.extra, "fail_fast": f"not attempted: {refused.reason}"}
-            )
-            return self._rejected(Outcome.MESSAGE_REJECTED, rejected, context)
+            return self._not_failed_fast(rejected, context, f"not attempted: {refused.reason}")
+        expires_in = self._expires_in(reply_to.expires_at)
+        if expires_in is not None and expires_in <= 0:
+            return self._not_failed_fast(rejected, context, f"not attempted: {_expired(reply_to)}")
         body = invalid_message_body(rejected, key)
         try:
-            result = self.client.deliver(reply_to.method, target.url, body, key)
+            result = self.client.deliver(reply_to.method, target.url, body, key, expires_in)
         except DeliveryDeferred as exc:
             outcome = self._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
             self._log(structured_log.WARNING, outcome, context, rejected=str(rejected.reason))
             raise RedeliveryRequested(
                 f"error for {target.workflow_name} not delivered: {outcome.reason}"
             ) from None
+        except DeliveryExpired as exc:
+            last = self._outcome(exc.result, target, Outcome.MESSAGE_REJECTED)
+            detail = f"not delivered: {_expired(reply_to)} after {last.attempts} attempt(s)"
+            return self._not_failed_fast(rejected, context, f"{detail}; last: {last.reason}")
         delivered = self._outcome(result, target, _OUTCOME_BY_KIND[result.classification.kind])
         outcome = dataclasses.replace(
             delivered,
@@ -226,6 +249,18 @@ class CallbackRelay:
         )
         return outcome
 
+    def _not_failed_fast(
+        self, rejected: MessageRejected, context: _LogContext, why: str
+    ) -> RelayOutcome:
+        context = dataclasses.replace(context, extra={**context.extra, "fail_fast": why})
+        return self._rejected(Outcome.MESSAGE_REJECTED, rejected, context)
+
+    def _expires_in(self, expires_at: datetime.datetime | None) -> float | None:
+        """Seconds left until ``expires_at`` (None: never)."""
+        if expires_at is None:
+            return None
+        return (expires_at - self.now()).total_seconds()
+
     def _relay_message(
         self, message: CallbackMessage, key: str, context: _LogContext
     ) -> RelayOutcome:
@@ -233,20 +268,26 @@ class CallbackRelay:
             target = self.policy.check(message.callback_url)
         except CallbackUrlRefused as exc:
             return self._rejected(Outcome.URL_REFUSED, exc, context)
-        if message.expires_at is not None and self.now() >= message.expires_at:
-            outcome = RelayOutcome(
-                Outcome.EXPIRED, f"expired at {message.expires_at.isoformat()}", target=target
-            )
+        expires_in = self._expires_in(message.expires_at)
+        if expires_in is not None and expires_in <= 0:
+            outcome = RelayOutcome(Outcome.EXPIRED, _expired(message), target=target)
             self._log(structured_log.WARNING, outcome, context, replay=True)
             return outcome
         try:
-            result = self.client.deliver(message.method, target.url, message.body, key)
+            result = self.client.deliver(message.method, target.url, message.body, key, expires_in)
         except DeliveryDeferred as exc:
             outcome = self._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
             self._log(structured_log.WARNING, outcome, context)
             raise RedeliveryRequested(
                 f"callback for {target.workflow_name} not delivered: {outcome.reason}"
             ) from None
+        except DeliveryExpired as exc:
+            # Retried until expires_at: final, as for a message that arrived late.
+            last = self._outcome(exc.result, target, Outcome.EXPIRED)
+            retried = f"{_expired(message)} after {last.attempts} attempt(s)"
+            outcome = dataclasses.replace(last, reason=f"{retried}; last: {last.reason}")
+            self._log(structured_log.WARNING, outcome, context, replay=True)
+            return outcome
         name = _OUTCOME_BY_KIND[result.classification.kind]
         outcome = self._outcome(result, target, name)
         self._log(_SEVERITY[name], outcome, context, replay=name in _REPLAYED)
@@ -325,6 +366,15 @@ class CallbackRelay:
         self.log.write(
             level, f"{outcome.outcome}: {outcome.reason}", fields, context.replay_summary
         )
+
+
+def _base64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def _expired(message: CallbackMessage | ReplyTo) -> str:
+    when = message.expires_at
+    return f"expired at {when.isoformat()}" if when is not None else "expired"
 
 
 def invalid_message_body(rejected: MessageRejected, key: str) -> bytes:

@@ -11,7 +11,7 @@ body read to its end has already returned its connection to the pool.
 from __future__ import annotations
 
 import zlib
-from typing import Protocol
+from collections.abc import Callable
 
 MAX_RESPONSE_BYTES = 64 * 1024
 # The encodings the client asks for (Accept-Encoding) and so must be able to read.
@@ -19,16 +19,16 @@ ACCEPT_ENCODING = "gzip, deflate"
 _READ_CHUNK = 16 * 1024
 
 
-class RawBody(Protocol):
-    def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes: ...
+def read_capped(read: Callable[[int], bytes], cap: int = MAX_RESPONSE_BYTES) -> tuple[bytes, bool]:
+    """(up to ``cap`` bytes from ``read``, whether that is the whole body).
 
-
-def read_capped(raw: RawBody, cap: int = MAX_RESPONSE_BYTES) -> tuple[bytes, bool]:
-    """(up to ``cap`` raw bytes, whether that is the whole body)."""
+    At most ``cap + 1`` bytes are ever read: one more than the cap tells a body
+    of exactly ``cap`` bytes from a longer one.
+    """
     chunks: list[bytes] = []
     total = 0
     while total <= cap:
-        chunk = raw.read(min(_READ_CHUNK, cap + 1 - total), decode_content=False)
+        chunk = read(min(_READ_CHUNK, cap + 1 - total))
         if not chunk:
             return b"".join(chunks), True
         chunks.append(chunk)

@@ -6,7 +6,10 @@ entry: ``severity`` and ``message`` become the entry's own fields and
 https://cloud.google.com/logging/docs/structured-logging
 
 Every line is strict UTF-8 JSON of at most ``MAX_LINE_BYTES``, whatever the
-fields hold: lone surrogates (which have no UTF-8 encoding) become U+FFFD, and
+fields hold: lone surrogates (which have no UTF-8 encoding) become U+FFFD; the
+characters that ``str.splitlines()`` ends a line at and JSON leaves raw (U+0085,
+U+2028, U+2029) are written as JSON escapes, so that no reader splits one
+line into several (JSON already escapes the others, all below U+0020); and
 an oversized line is rebuilt with long strings cut, large objects replaced by
 their size and digest, and the replay record replaced by its summary
 (``truncated: true``). Cloud Logging takes up to 256 KB per entry
@@ -34,6 +37,8 @@ _MAX_VALUE_BYTES = 8192
 _MIN_STRING_CHARS = 512
 _IDENTIFYING_KEYS = ("severity", "message", "outcome", "reason", "message_id", "truncated")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# Line breaks for str.splitlines() that json.dumps(ensure_ascii=False) leaves raw.
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def _dumps(entry: dict[str, Any]) -> str:
@@ -48,9 +53,10 @@ def _utf8(text: str) -> bytes:
 
 
 def _strict_text(text: str) -> tuple[str, int]:
-    """``text`` without lone surrogates, and its size in UTF-8."""
+    """``text`` without lone surrogates or raw line breaks, and its size in UTF-8."""
     if text.isascii():  # O(1) for the usual line
         return text, len(text)
+    text = text.translate(_LINE_BREAKS)
     try:
         return text, len(text.encode("utf-8"))
     except UnicodeEncodeError:

@@ -27,9 +27,17 @@ SPAN_KEY = "logging.googleapis.com/spanId"
 SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
 PRODUCER_TRACE_KEY = "producer_trace"
 
-_TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# version-trace_id-parent_id-trace_flags, lower-case hex; a later version may add
+# fields after the flags, version 00 may not.
+_TRACEPARENT_RE = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL
+)
+# The only trace flag this reads: the others (random, 0x02, in Level 2) are not
+# about sampling and must not make a header invalid.
+_SAMPLED = 0x01
 _CLOUD_TRACE_RE = re.compile(r"([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([0-9]+))?")
 _ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,14 +87,23 @@ class TraceContext:
 
 
 def parse_traceparent(value: str | None) -> TraceId | None:
-    """A W3C traceparent's trace, span and sampled flag; None unless well formed."""
+    """A W3C traceparent's trace, span and sampled flag; None unless well formed.
+
+    https://www.w3.org/TR/trace-context/#traceparent-header: version ff is
+    invalid, an all-zero trace or parent id is invalid, version 00 has nothing
+    after the flags, and only the least significant flag bit means "sampled".
+    """
     if not value or len(value) > 256:
         return None
-    match = _TRACEPARENT_RE.match(value.strip())
-    if match is None or match.group(1) == _ZERO_TRACE or value.startswith("ff"):
+    match = _TRACEPARENT_RE.fullmatch(value.strip(" \t"))
+    if match is None:
         return None
-    trace_id, span_id, flags = match.groups()
-    return TraceId(trace_id, span_id, bool(int(flags, 16) & 1))
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        return None
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return TraceId(trace_id, span_id, bool(int(flags, 16) & _SAMPLED))
 
 
 def parse_cloud_trace_context(value: str | None) -> TraceId | None:

@@ -113,8 +113,8 @@ def test_workflows_emulator_host_changes_the_accepted_origin(
 def test_max_message_bytes_is_honoured(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MAX_MESSAGE_BYTES", "200")
-    code, _, err = dry_run_data(capsys, monkeypatch, {"callback_url": URL, "payload": "x" * 300})
+    monkeypatch.setenv("MAX_MESSAGE_BYTES", "600")  # the relay's smallest is 512
+    code, _, err = dry_run_data(capsys, monkeypatch, {"callback_url": URL, "payload": "x" * 700})
     assert code == publish_tool.EXIT_REFUSED
     assert "(too_large)" in err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from callback_relay import access_token
 from callback_relay.access_token import (
     EARLY_REFRESH_RETRY_SECONDS,
     EXPIRY_SAFETY_SECONDS,
@@ -212,3 +214,54 @@ def test_caller_without_a_token_waits_a_bounded_time(metadata_server: FakeMetada
         metadata_server.token_gate.set()
     assert provider.wait_for_refresh(5)
     assert provider.token() in metadata_server.issued_tokens
+
+
+class CountingCredentials:
+    """Credentials whose refresh takes a while and counts how often it ran."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.expiry: datetime.datetime | None = None
+        self.refreshes = 0
+        self._lock = threading.Lock()
+
+    def refresh(self, request: object) -> None:
+        with self._lock:
+            self.refreshes += 1
+        time.sleep(0.05)
+        self.token = f"ya29.token-{self.refreshes}"
+        self.expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+
+
+def test_first_callers_forced_to_interleave_start_one_refresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Threads switch every microsecond instead of every 5 ms, and each one that
+    # starts a refresh pauses while it does: any caller not excluded from that
+    # moment would start a refresh of its own.
+    class SlowToStart(access_token._Refresh):
+        def __post_init__(self) -> None:
+            time.sleep(0.002)
+
+    monkeypatch.setattr(access_token, "_Refresh", SlowToStart)
+    previous = sys.getswitchinterval()
+    credentials = CountingCredentials()
+    provider = AccessTokenProvider(credentials_factory=lambda: credentials)
+    barrier = threading.Barrier(16)
+    tokens: list[str] = []
+
+    def call() -> None:
+        barrier.wait()
+        tokens.append(provider.token(wait_seconds=5))
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        sys.setswitchinterval(previous)
+    assert tokens == ["ya29.token-1"] * 16
+    assert credentials.refreshes == provider.refresh_count == 1

@@ -10,7 +10,7 @@ from callback_relay.callback_client import (
     CallbackClient,
     build_session,
 )
-from callback_relay.errors import DeliveryDeferred
+from callback_relay.errors import DeliveryDeferred, DeliveryExpired
 from harness.fake_workflows_api import FakeWorkflowsApi, Fault
 
 
@@ -105,3 +105,70 @@ def test_get_callback_sends_no_body(workflows_api: FakeWorkflowsApi) -> None:
     (call,) = workflows_api.calls
     assert call.body == b""
     assert "Content-Type" not in call.headers
+
+
+# -- expires_at: no attempt starts, and no backoff sleeps, past it ------------
+
+
+def test_no_attempt_starts_and_no_backoff_sleeps_past_expires_at(
+    workflows_api: FakeWorkflowsApi,
+) -> None:
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    workflows_api.fault_picker = lambda call: Fault(503)
+    time = VirtualTime()
+    with pytest.raises(DeliveryExpired) as caught:
+        make_client(time, deadline=30.0).deliver("POST", url, b"{}", "k", expires_in_seconds=1.0)
+    # Calls at 0, 0.25 and 0.75 s; the next backoff (1 s) would end past 1.0 s.
+    assert time.sleeps == [0.25, 0.5]
+    assert len(workflows_api.calls) == caught.value.result.attempts == 3
+    assert caught.value.result.classification.status == 503
+
+
+def test_a_deadline_before_expires_at_still_asks_for_redelivery(
+    workflows_api: FakeWorkflowsApi,
+) -> None:
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    workflows_api.fault_picker = lambda call: Fault(503)
+    with pytest.raises(DeliveryDeferred):
+        make_client(VirtualTime(), deadline=5.0).deliver(
+            "POST", url, b"{}", "k", expires_in_seconds=5.1
+        )
+
+
+class SlowTokens:
+    """A token source whose answer arrives ``seconds`` later on the virtual clock."""
+
+    def __init__(self, time: VirtualTime, seconds: float) -> None:
+        self.time = time
+        self.seconds = seconds
+        self.waits: list[float | None] = []
+
+    def token(self, wait_seconds: float | None = None) -> str:
+        self.waits.append(wait_seconds)
+        self.time.now += self.seconds
+        return "token"
+
+    def invalidate(self, token: str) -> None:
+        pass
+
+
+def test_a_token_that_arrives_after_expires_at_sends_nothing(
+    workflows_api: FakeWorkflowsApi,
+) -> None:
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    time = VirtualTime()
+    client = make_client(time)
+    tokens = SlowTokens(time, 2.0)
+    client.tokens = tokens  # type: ignore[assignment]
+    with pytest.raises(DeliveryExpired) as caught:
+        client.deliver("POST", url, b"{}", "k", expires_in_seconds=1.5)
+    assert workflows_api.calls == []
+    assert caught.value.result.attempts == 0
+    assert tokens.waits == [1.5]  # the wait for a token is capped at expires_at too
+
+
+def test_an_expired_message_is_not_sent_at_all(workflows_api: FakeWorkflowsApi) -> None:
+    url = workflows_api.create_callback(workflows_api.create_execution())
+    with pytest.raises(DeliveryExpired):
+        make_client(VirtualTime()).deliver("POST", url, b"{}", "k", expires_in_seconds=0.0)
+    assert workflows_api.calls == []

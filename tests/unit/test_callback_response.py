@@ -223,3 +223,12 @@ def test_pending_is_decided_on_structure_first(
 ) -> None:
     body = error(429, status_field, PENDING, details)
     assert classify_response(429, {}, body).kind is kind
+
+
+@pytest.mark.parametrize("status", [599, 600, 601, 700, 999])
+def test_a_status_above_599_is_retried_never_acknowledged(status: int) -> None:
+    # RFC 9110 defines 1xx to 5xx; anything else is not an answer the relay can trust.
+    result = classify_response(status, {"Retry-After": "3"}, b"")
+    assert result.kind is Kind.TRANSIENT
+    assert result.status == status
+    assert result.retry_after_seconds == 3.0

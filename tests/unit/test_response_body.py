@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import zlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,10 +42,27 @@ def test_read_capped_keeps_a_prefix_and_says_whether_it_is_whole(
 ) -> None:
     data = bytes(i % 251 for i in range(length))
     raw = ChunkedRaw(data, sizes)
-    body, whole = read_capped(raw)
+    body, whole = read_capped(functools.partial(raw.read, decode_content=False))
     assert body == data[:MAX_RESPONSE_BYTES]
     assert whole is (length <= MAX_RESPONSE_BYTES)
     # Never more than one read past the cap.
+    assert raw.offset <= MAX_RESPONSE_BYTES + 1
+
+
+@pytest.mark.parametrize(
+    ("length", "whole"),
+    [(MAX_RESPONSE_BYTES - 1, True), (MAX_RESPONSE_BYTES, True), (MAX_RESPONSE_BYTES + 1, False)],
+)
+@pytest.mark.parametrize("sizes", [[MAX_RESPONSE_BYTES + 1], [1], [16 * 1024]])
+def test_a_body_of_exactly_the_cap_is_whole_and_one_byte_more_is_not(
+    length: int, whole: bool, sizes: list[int]
+) -> None:
+    data = bytes(i % 251 for i in range(length))
+    raw = ChunkedRaw(data, sizes)
+    assert read_capped(functools.partial(raw.read, decode_content=False)) == (
+        data[:MAX_RESPONSE_BYTES],
+        whole,
+    )
     assert raw.offset <= MAX_RESPONSE_BYTES + 1
 
 

@@ -87,3 +87,45 @@ def test_small_lines_are_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
     log = structured_log.StructuredLog("INFO")
     log.write(structured_log.INFO, "ok", {"replay": {"a": "b" * 1000}}, lambda: {"no": 1})
     assert json.loads(lines_of(capsys)[0])["replay"] == {"a": "b" * 1000}
+
+
+# -- issue 17: one line is one line for every reader, and the limit is in bytes --------
+
+# Every character str.splitlines() ends a line at.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def test_no_field_can_split_a_line_for_splitlines(capsys: pytest.CaptureFixture[str]) -> None:
+    log = structured_log.StructuredLog("INFO")
+    text = "a".join(LINE_BREAKS)
+    log.write(structured_log.ERROR, text, {"reason": text, "metadata": {text: [text]}})
+    out = capsys.readouterr().out
+    (line,) = out.splitlines()  # the strictest reader: 10 kinds of line break
+    assert out == line + "\n"
+    entry = json.loads(line)
+    assert entry["message"] == entry["reason"] == text
+    assert entry["metadata"] == {text: [text]}
+
+
+def test_a_cut_string_says_it_was_cut_and_how_long_it_was(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = structured_log.StructuredLog("INFO")
+    log.write(structured_log.ERROR, "m", {"outcome": "o", "reason": "r" * 100_000})
+    (line,) = lines_of(capsys)
+    reason = json.loads(line)["reason"]
+    assert reason == "r" * 2048 + "...[truncated from 100000 chars]"
+
+
+@pytest.mark.parametrize("char", ["\u00e9", "\u20ac", "\U0001f600"])  # 2, 3 and 4 bytes
+def test_the_line_limit_is_in_bytes_not_characters(
+    char: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = structured_log.StructuredLog("INFO")
+    # Fewer characters than MAX_LINE_BYTES, more bytes than it.
+    count = structured_log.MAX_LINE_BYTES // 2 + 1000
+    log.write(structured_log.ERROR, "m", {"outcome": "o", "reason": char * count})
+    (line,) = lines_of(capsys)
+    assert len(line) < structured_log.MAX_LINE_BYTES
+    assert len(line.encode("utf-8")) + 1 <= structured_log.MAX_LINE_BYTES
+    assert json.loads(line)["truncated"] is True

@@ -65,3 +65,34 @@ def test_no_trace_fields_without_a_valid_trace_and_a_project(
     trace: TraceContext, project: str | None
 ) -> None:
     assert trace.fields(project) == {}
+
+
+# -- W3C trace-flags: only the least significant bit is "sampled" -------------------
+# https://www.w3.org/TR/trace-context/#trace-flags; Level 2 adds "random" (0x02).
+
+
+@pytest.mark.parametrize(
+    ("flags", "sampled"),
+    [("00", False), ("01", True), ("02", False), ("03", True), ("09", True), ("fe", False)],
+)
+def test_any_trace_flags_are_accepted_and_only_bit_0_is_sampled(flags: str, sampled: bool) -> None:
+    header = f"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"
+    fields = TraceContext(traceparent=header).fields("p")
+    assert fields[TRACE_KEY] == "projects/p/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    assert fields[SAMPLED_KEY] is sampled
+
+
+@pytest.mark.parametrize(
+    ("header", "valid"),
+    [
+        (REQUEST, True),
+        (f" {REQUEST}\t", True),  # optional whitespace around a header value
+        (REQUEST + "-extra", False),  # version 00 ends at the flags
+        (REQUEST + "x", False),
+        ("01" + REQUEST[2:] + "-future-field", True),  # a later version may add fields
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", False),  # zero parent id
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", False),  # upper case
+    ],
+)
+def test_traceparent_shapes(header: str, valid: bool) -> None:
+    assert bool(TraceContext(traceparent=header).fields("p")) is valid
