@@ -41,7 +41,14 @@ class RecordingClient:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.times: list[float] = []
 
-    def deliver(self, method: str, url: str, body: bytes | None, key: str) -> DeliveryResult:
+    def deliver(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        key: str,
+        expires_in_seconds: float | None = None,
+    ) -> DeliveryResult:
         with self.lock:
             self.calls.append((url, json.loads(body or b"null")))
             self.times.append(time.perf_counter())
@@ -99,7 +106,7 @@ class FastRelay:
             )
         keyed.now = clock
         self.relay.now = lambda: datetime.datetime.fromtimestamp(clock(), datetime.UTC)
-        self.relay.client = client  # type: ignore[assignment]
+        self.relay.client = client
         self.clock = clock
 
     def deliver(self, data: dict[str, Any], message_id: str) -> RelayOutcome:

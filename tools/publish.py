@@ -40,7 +40,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 # tools/__init__.py puts function/ on the import path: these are the relay's own rules.
 from callback_relay.callback_response import Classification, DeliveryResult, Kind
@@ -150,7 +150,14 @@ class _NoCallClient:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    def deliver(self, method: str, url: str, body: bytes | None, key: str) -> DeliveryResult:
+    def deliver(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        key: str,
+        expires_in_seconds: float | None = None,
+    ) -> DeliveryResult:
         self.calls.append((method, url))
         return DeliveryResult(Classification(Kind.DELIVERED, "dry run", 200), 1, 0.0)
 
@@ -172,7 +179,7 @@ def waiting_step(
     """
     settings = load_settings(env)
     policy = CallbackUrlPolicy(settings.emulator_origin, settings.allowed_workflows)
-    relay = CallbackRelay(settings, policy, cast(Any, _NoCallClient()), _SilentLog(), now)
+    relay = CallbackRelay(settings, policy, _NoCallClient(), _SilentLog(), now)
     outcome = relay.relay_delivery(PubSubDelivery("dry-run", data, {}), TraceContext())
     return FAILS_FAST if outcome.outcome == Outcome.FAILED_FAST else WAITS
 

@@ -20,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import requests
 import urllib3.exceptions
@@ -43,6 +44,7 @@ from callback_relay.response_body import (
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "CallbackClient",
+    "CallbackSender",
     "DeliveryDeferred",
     "DeliveryExpired",
     "build_session",
@@ -69,6 +71,19 @@ def build_session(pool_size: int, ca_bundle: str | None = None) -> requests.Sess
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+class CallbackSender(Protocol):
+    """What the relay needs of a client: ``CallbackClient``, or a test's or a dry run's double."""
+
+    def deliver(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        idempotency_key: str,
+        expires_in_seconds: float | None = None,
+    ) -> DeliveryResult: ...
 
 
 @dataclasses.dataclass

@@ -47,6 +47,7 @@ from callback_relay.errors import (
     CallbackUrlRefused,
     ConfigError,
     DeliveryDeferred,
+    DeliveryExpired,
     MessageRejected,
     RedeliveryRequested,
 )
@@ -434,8 +435,9 @@ class KeyedWaits:
             outcome = self._outcome(Outcome.URL_REFUSED, f"{exc.reason}: {exc.detail}", exc.reason)
             relay._log(_SEVERITY[Outcome.URL_REFUSED], outcome, context, keyed=fields)
             return CallResult(claim, outcome, True)
-        if self.now() >= waiter.expires:
-            when = datetime.datetime.fromtimestamp(waiter.expires, datetime.UTC).isoformat()
+        when = datetime.datetime.fromtimestamp(waiter.expires, datetime.UTC).isoformat()
+        expires_in = waiter.expires - self.now()
+        if expires_in <= 0:
             outcome = dataclasses.replace(
                 self._outcome(Outcome.EXPIRED, f"the wait expired at {when}"), target=target
             )
@@ -443,11 +445,18 @@ class KeyedWaits:
             return CallResult(claim, outcome, True)
         key = "k-" + digest(event.source, event.key, event.event_id, waiter.url)
         try:
-            result = relay.client.deliver(waiter.method, target.url, body, key)
+            # The wait's expiry bounds the retries too: no attempt starts after it.
+            result = relay.client.deliver(waiter.method, target.url, body, key, expires_in)
         except DeliveryDeferred as exc:
             outcome = relay._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
             relay._log(_SEVERITY[Outcome.REDELIVERY_REQUESTED], outcome, context, keyed=fields)
             return CallResult(claim, outcome, False)
+        except DeliveryExpired as exc:
+            last = relay._outcome(exc.result, target, Outcome.EXPIRED)
+            reason = f"the wait expired at {when} after {last.attempts} attempt(s); last: "
+            outcome = dataclasses.replace(last, reason=reason + last.reason)
+            relay._log(_SEVERITY[Outcome.EXPIRED], outcome, context, keyed=fields)
+            return CallResult(claim, outcome, True)
         name = _BY_KIND[result.classification.kind]
         outcome = relay._outcome(result, target, name)
         relay._log(_SEVERITY[name], outcome, context, keyed=fields)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from callback_relay import structured_log
 from callback_relay.access_token import AccessTokenProvider
-from callback_relay.callback_client import CallbackClient, build_session
+from callback_relay.callback_client import CallbackClient, CallbackSender, build_session
 from callback_relay.callback_response import DeliveryResult, Kind
 from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
 from callback_relay.config import Settings, load_settings
@@ -105,7 +105,7 @@ class CallbackRelay:
         self,
         settings: Settings,
         policy: CallbackUrlPolicy,
-        client: CallbackClient,
+        client: CallbackSender,
         log: structured_log.StructuredLog,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         keyed: KeyedWaits | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from typing import Any
 
 import pytest
@@ -215,6 +216,27 @@ def test_a_wait_ends_at_its_expires_at(keyed: KeyedRelay) -> None:
     keyed.clock.advance(601)  # wait_data expires in 600 s
     keyed.event("k", {"n": 1})
     assert keyed.api.calls_to(url) == []
+
+
+def test_a_waiter_whose_callback_keeps_failing_is_not_called_after_its_expires_at(
+    monkeypatch: pytest.MonkeyPatch, workflows_api: FakeWorkflowsApi, firestore: FirestoreEmulator
+) -> None:
+    # The retry deadline (10 s) outlasts the wait (1 s): the wait's expiry ends the retries.
+    keyed = keyed_relay(monkeypatch, workflows_api, firestore, CALLBACK_RETRY_DEADLINE_SECONDS="10")
+    url = keyed.callback()
+    expires = datetime.datetime.fromtimestamp(keyed.clock() + 1.0, datetime.UTC)
+    keyed.deliver(keyed.wait_data(url, "k", expires_at=expires.isoformat()))
+    keyed.api.fault_picker = lambda call: Fault(503)
+    event = keyed.event_data("k", {"n": 1})
+    started = time.time()
+    assert keyed.deliver(event, "event-1").outcome == "event_received"  # acknowledged
+    calls = keyed.api.calls_to(url)
+    assert len(calls) >= 2, "the callback was retried until the wait expired"
+    assert all(c.received_at - started < 1.0 for c in calls), "a call started after expires_at"
+    # Final for this waiter: a redelivery of the event calls it no more.
+    keyed.api.fault_picker = None
+    assert keyed.deliver(event, "event-1").outcome == "duplicate"
+    assert len(keyed.api.calls_to(url)) == len(calls)
 
 
 def test_a_wait_already_expired_is_not_stored(keyed: KeyedRelay) -> None:
