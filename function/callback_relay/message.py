@@ -195,6 +195,27 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 
 def parse_message_data(data: bytes, max_bytes: int) -> CallbackMessage:
     """Decode Pub/Sub message data into a CallbackMessage, or raise MessageRejected."""
+    text = _message_text(data, max_bytes)
+    if not text.startswith(("{", "[", '"')) and "://" in text:
+        # Shorthand: the data is just the callback URL.
+        return _from_object({"callback_url": text})
+    fields = _strict_object(text, "message data must be a JSON object or a bare callback URL")
+    try:
+        return _from_object(fields)
+    except RecursionError:
+        raise MessageRejected(Reason.INVALID_JSON, "payload is nested too deeply") from None
+
+
+def strict_json_object(data: bytes, max_bytes: int) -> dict[str, Any]:
+    """The data as a strict JSON object (the checks of parse_message_data), or MessageRejected.
+
+    For the keyed messages (keyed_message.py), which have their own fields.
+    """
+    return _strict_object(_message_text(data, max_bytes), "message data must be a JSON object")
+
+
+def _message_text(data: bytes, max_bytes: int) -> str:
+    """The data as text without surrounding whitespace: at most ``max_bytes``, UTF-8, not empty."""
     if len(data) > max_bytes:
         raise MessageRejected(
             Reason.TOO_LARGE, f"message data is {len(data)} bytes; the limit is {max_bytes}"
@@ -208,11 +229,13 @@ def parse_message_data(data: bytes, max_bytes: int) -> CallbackMessage:
     stripped = text.strip(_WHITESPACE)
     if not stripped:
         raise MessageRejected(Reason.EMPTY, "message data is empty")
-    if not stripped.startswith(("{", "[", '"')) and "://" in stripped:
-        # Shorthand: the data is just the callback URL.
-        return _from_object({"callback_url": stripped})
+    return stripped
+
+
+def _strict_object(text: str, not_an_object: str) -> dict[str, Any]:
+    """``text`` as strict JSON (RFC 8259, module docstring) that is an object."""
     try:
-        fields = _DECODER.decode(stripped)
+        fields = _DECODER.decode(text)
     except MessageRejected:
         raise
     except (ValueError, RecursionError) as exc:
@@ -220,15 +243,13 @@ def parse_message_data(data: bytes, max_bytes: int) -> CallbackMessage:
             Reason.INVALID_JSON, f"message data is not JSON ({str(exc)[:200]})"
         ) from None
     if not isinstance(fields, dict):
-        raise MessageRejected(
-            Reason.NOT_AN_OBJECT, "message data must be a JSON object or a bare callback URL"
-        )
+        raise MessageRejected(Reason.NOT_AN_OBJECT, not_an_object)
     try:
-        if "\\u" in stripped and _SURROGATE_ESCAPE_RE.search(stripped):
+        if "\\u" in text and _SURROGATE_ESCAPE_RE.search(text):
             _reject_lone_surrogates(fields)
-        return _from_object(fields)
     except RecursionError:
         raise MessageRejected(Reason.INVALID_JSON, "payload is nested too deeply") from None
+    return fields
 
 
 def _reject_lone_surrogates(fields: dict[str, Any]) -> None:
@@ -273,33 +294,3 @@ def _lenient_expires_at(value: str | None) -> datetime.datetime | None:
         return None if value is None else parse_rfc3339(value)
     except MessageRejected:
         return None
-
-
-def strict_json_object(data: bytes, max_bytes: int) -> dict[str, Any]:
-    """The data as a strict JSON object (the checks of parse_message_data), or MessageRejected.
-
-    For the keyed messages (keyed_message.py), which have their own fields.
-    """
-    if len(data) > max_bytes:
-        raise MessageRejected(
-            Reason.TOO_LARGE, f"message data is {len(data)} bytes; the limit is {max_bytes}"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MessageRejected(
-            Reason.NOT_UTF8, f"message data is not UTF-8 ({exc.reason})"
-        ) from None
-    try:
-        fields = _DECODER.decode(text.strip(_WHITESPACE))
-    except MessageRejected:
-        raise
-    except (ValueError, RecursionError) as exc:
-        raise MessageRejected(
-            Reason.INVALID_JSON, f"message data is not JSON ({str(exc)[:200]})"
-        ) from None
-    if not isinstance(fields, dict):
-        raise MessageRejected(Reason.NOT_AN_OBJECT, "message data must be a JSON object")
-    if "\\u" in text and _SURROGATE_ESCAPE_RE.search(text):
-        _reject_lone_surrogates(fields)
-    return fields
