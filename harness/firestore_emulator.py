@@ -20,6 +20,7 @@ import dataclasses
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def _start(directory: Path, ready_timeout: float) -> dict[str, Any]:
         raise EmulatorUnavailable(reason)
     port = free_port()
     env = child_env(drop=("FIRESTORE_EMULATOR_HOST",))
-    return start_detached(
+    started = start_detached(
         _argv(port),
         directory / f"firestore-emulator-{port}.log",
         READY_LINE,
@@ -107,6 +108,37 @@ def _start(directory: Path, ready_timeout: float) -> dict[str, Any]:
         "the Firestore emulator",
         env,
     )
+    _warm_up(f"{LOOPBACK}:{port}")
+    return started
+
+
+def _warm_up(address: str, budget_seconds: float = 10.0) -> None:
+    """Run the store's kinds of request until they are fast: a cold emulator's first ones
+    take most of a second (its JIT), which a test with a short deadline reads as Firestore
+    being down. Done once, under the start lock, before any process uses it."""
+    base = f"http://{address}/v1/projects/warm-up/databases/(default)/documents"
+    headers = {"Authorization": "Bearer owner"}
+    give_up = time.monotonic() + budget_seconds
+    for round_number in range(50):
+        began = time.monotonic()
+        name = f"projects/warm-up/databases/(default)/documents/warm/{round_number}"
+        create: dict[str, Any] = {
+            "update": {"name": name, "fields": {"n": {"integerValue": "1"}}},
+            "currentDocument": {"exists": False},
+        }
+        requests.post(f"{base}:commit", json={"writes": [create]}, headers=headers, timeout=10)
+        got = requests.post(
+            f"{base}:batchGet", json={"documents": [name]}, headers=headers, timeout=10
+        ).json()
+        update_time = got[0].get("found", {}).get("updateTime")
+        update: dict[str, Any] = {
+            "update": {"name": name, "fields": {"n": {"integerValue": "2"}}},
+            "currentDocument": {"updateTime": update_time},
+        }
+        requests.post(f"{base}:commit", json={"writes": [update]}, headers=headers, timeout=10)
+        now = time.monotonic()
+        if now - began < 0.05 or now > give_up:
+            return
 
 
 def shared_firestore_emulator(directory: Path, ready_timeout: float = 90.0) -> FirestoreEmulator:
