@@ -69,6 +69,8 @@ def test_a_drip_fed_answer_ends_at_the_deadline_with_one_line(
         extra_env=env,
     ) as (process, base):
         assert post_event(base, events.message_data(drip_peer.callback_url("ok"))).ok  # warm
+        # Its line comes through a pipe, after the answer: count from after it.
+        process.wait_for_line('"outcome": "delivered"', timeout=5)
         before = len(process.lines())
         started = time.monotonic()
         answer = post_event(base, events.message_data(drip_peer.callback_url("drip-ok")), "drip")
