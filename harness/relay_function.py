@@ -38,6 +38,38 @@ def function_argv(
     ]
 
 
+def function_env(
+    log_dir: Path,
+    metadata_host: str,
+    workflows_host: str,
+    threads: int = 8,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The function's environment: tokens only ever from the fake metadata server.
+
+    google.auth.default() tries GOOGLE_APPLICATION_CREDENTIALS and gcloud's application
+    default credentials before the metadata server, so both are hidden (an empty
+    CLOUDSDK_CONFIG holds none): a developer's real token must never reach the fakes.
+    https://googleapis.dev/python/google-auth/latest/reference/google.auth.html
+    """
+    gcloud_config = log_dir / "gcloud-config-empty"
+    gcloud_config.mkdir(parents=True, exist_ok=True)
+    return child_env(
+        {
+            "GCE_METADATA_HOST": metadata_host,
+            "GCE_METADATA_IP": metadata_host,
+            "WORKFLOWS_EMULATOR_HOST": workflows_host,
+            "CLOUDSDK_CONFIG": str(gcloud_config),
+            "WORKERS": "1",
+            "THREADS": str(threads),
+            "LOG_LEVEL": "INFO",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "function"), str(REPO)]),
+            **(extra_env or {}),
+        },
+        drop=("GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST", "ALLOWED_WORKFLOWS"),
+    )
+
+
 @contextlib.contextmanager
 def relay_function(
     log_dir: Path,
@@ -52,19 +84,7 @@ def relay_function(
 ) -> Iterator[tuple[ManagedProcess, str]]:
     """Yield (process, base URL) of the function, listening on a free loopback port."""
     port = free_port()
-    env = child_env(
-        {
-            "GCE_METADATA_HOST": metadata_host,
-            "GCE_METADATA_IP": metadata_host,
-            "WORKFLOWS_EMULATOR_HOST": workflows_host,
-            "WORKERS": "1",
-            "THREADS": str(threads),
-            "LOG_LEVEL": "INFO",
-            "PYTHONPATH": os.pathsep.join([str(REPO / "function"), str(REPO)]),
-            **(extra_env or {}),
-        },
-        drop=("GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST", "ALLOWED_WORKFLOWS"),
-    )
+    env = function_env(log_dir, metadata_host, workflows_host, threads, extra_env)
     argv = function_argv(source, port, target, signature_type)
     with managed_process(
         f"relay-function-{port}",

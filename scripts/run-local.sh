@@ -134,21 +134,25 @@ wait_for workflows '^READY ' 15
 workflows_host="$(ready_host workflows)"
 echo "fake Workflows API     $workflows_host"
 
-function_port="$(free_port)"
-# google.auth.default() tries GOOGLE_APPLICATION_CREDENTIALS and gcloud's application
-# default credentials before the metadata server: hide both, so that no real Google
-# token ever reaches the fake (an empty CLOUDSDK_CONFIG holds no credentials).
-# https://googleapis.dev/python/google-auth/latest/reference/google.auth.html
-mkdir -p "$logs/gcloud-config"
-start function env -u GOOGLE_APPLICATION_CREDENTIALS CLOUDSDK_CONFIG="$logs/gcloud-config" \
-    GCE_METADATA_HOST="$metadata_host" GCE_METADATA_IP="$metadata_host" \
-    WORKFLOWS_EMULATOR_HOST="$workflows_host" WORKERS=1 THREADS=4 \
-    PYTHONPATH=function PYTHONUNBUFFERED=1 \
-    .venv/bin/functions-framework --source function/main.py --target relay \
-    --signature-type cloudevent --host 127.0.0.1 --port "$function_port"
-wait_for_port function "$function_port" 30
-function_url="http://127.0.0.1:$function_port/"
-echo "relay function         $function_url"
+function_url=""
+# --example events starts a relay of its own, with keyed waits on (harness/events_example.py).
+if [[ $example != events ]]; then
+    function_port="$(free_port)"
+    # google.auth.default() tries GOOGLE_APPLICATION_CREDENTIALS and gcloud's application
+    # default credentials before the metadata server: hide both, so that no real Google
+    # token ever reaches the fake (an empty CLOUDSDK_CONFIG holds no credentials).
+    # https://googleapis.dev/python/google-auth/latest/reference/google.auth.html
+    mkdir -p "$logs/gcloud-config"
+    start function env -u GOOGLE_APPLICATION_CREDENTIALS CLOUDSDK_CONFIG="$logs/gcloud-config" \
+        GCE_METADATA_HOST="$metadata_host" GCE_METADATA_IP="$metadata_host" \
+        WORKFLOWS_EMULATOR_HOST="$workflows_host" WORKERS=1 THREADS=4 \
+        PYTHONPATH=function PYTHONUNBUFFERED=1 \
+        .venv/bin/functions-framework --source function/main.py --target relay \
+        --signature-type cloudevent --host 127.0.0.1 --port "$function_port"
+    wait_for_port function "$function_port" 30
+    function_url="http://127.0.0.1:$function_port/"
+    echo "relay function         $function_url"
+fi
 
 driver_args=(--workflows-api "$workflows_host" --metadata "$metadata_host"
     --function-url "$function_url" --timeout "$timeout"
@@ -214,7 +218,7 @@ else
 fi
 
 if [[ $example == events ]]; then
-    # The example starts the Firestore emulator and a relay with keyed waits on.
+    # The example starts the Firestore emulator and the relay, with keyed waits on.
     echo
     echo "== keyed waits: workflow.yaml's await_event, run by the local Workflows interpreter"
     status=0
