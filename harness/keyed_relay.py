@@ -25,7 +25,8 @@ from typing import Any
 
 from callback_relay.callback_response import Classification, DeliveryResult, Kind
 from callback_relay.event_store import Change, FirestoreEventStore
-from callback_relay.relay import CallbackRelay, RelayOutcome, create_relay
+from callback_relay.outcome_log import RelayOutcome
+from callback_relay.relay import CallbackRelay, create_relay
 from callback_relay.trace_context import TraceContext
 from harness import cloudevents
 from harness.firestore_emulator import FirestoreEmulator
@@ -106,7 +107,7 @@ class FastRelay:
             )
         keyed.now = clock
         self.relay.now = lambda: datetime.datetime.fromtimestamp(clock(), datetime.UTC)
-        self.relay.client = client
+        self.relay.client = keyed.client = client
         self.clock = clock
 
     def deliver(self, data: dict[str, Any], message_id: str) -> RelayOutcome:

@@ -36,9 +36,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from callback_relay.errors import MessageRejected, RedeliveryRequested
+from callback_relay.outcome_log import RelayOutcome
 from callback_relay.outcomes import Outcome, Reason
 from callback_relay.pubsub_event import PubSubDelivery, clip
-from callback_relay.relay import CallbackRelay, RelayOutcome
+from callback_relay.relay import CallbackRelay
 from callback_relay.response_body import read_capped
 from callback_relay.trace_context import TraceContext
 

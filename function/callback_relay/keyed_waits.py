@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from callback_relay import structured_log
-from callback_relay.callback_response import Kind
 from callback_relay.correlation import (
     ChannelState,
     Claim,
@@ -60,7 +59,6 @@ from callback_relay.event_store import (
     Document,
     FirestoreEventStore,
     StoreUnavailable,
-    TokenSource,
     emulator_origin,
     string_value,
     timestamp,
@@ -80,34 +78,28 @@ from callback_relay.keyed_message import (
     unknown_kind,
 )
 from callback_relay.message import encode_payload
+from callback_relay.outcome_log import (
+    OUTCOME_BY_KIND,
+    SEVERITY,
+    LogContext,
+    OutcomeLog,
+    RelayOutcome,
+    outcome_of,
+)
 from callback_relay.outcomes import Outcome, Reason
 
 if TYPE_CHECKING:
     import requests
 
+    from callback_relay.callback_client import CallbackClient, CallbackSender
+    from callback_relay.callback_url_policy import CallbackUrlPolicy
     from callback_relay.config import Settings
     from callback_relay.pubsub_event import PubSubDelivery
-    from callback_relay.relay import CallbackRelay, RelayOutcome, _LogContext
 
 # Calls of one event in flight at once; the HTTP pool has one connection per thread.
 MAX_PARALLEL_CALLS = 8
 # An event's id is remembered this long (Pub/Sub keeps a message at most 7 days).
 EVENT_ID_MEMORY_SECONDS = MAX_TTL_SECONDS
-_SEVERITY = {
-    Outcome.DELIVERED: structured_log.INFO,
-    Outcome.ALREADY_PENDING: structured_log.WARNING,
-    Outcome.EXECUTION_GONE: structured_log.WARNING,
-    Outcome.CALLBACK_REJECTED: structured_log.ERROR,
-    Outcome.EXPIRED: structured_log.WARNING,
-    Outcome.URL_REFUSED: structured_log.ERROR,
-    Outcome.REDELIVERY_REQUESTED: structured_log.WARNING,
-}
-_BY_KIND = {
-    Kind.DELIVERED: Outcome.DELIVERED,
-    Kind.EXECUTION_GONE: Outcome.EXECUTION_GONE,
-    Kind.ALREADY_PENDING: Outcome.ALREADY_PENDING,
-    Kind.PERMANENT: Outcome.CALLBACK_REJECTED,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +145,20 @@ class KeyedWaits:
     def __init__(
         self,
         store: FirestoreEventStore,
+        policy: CallbackUrlPolicy,
+        client: CallbackSender,
+        outcomes: OutcomeLog,
+        max_message_bytes: int,
         topics: EventTopics | None = None,
         default_ttl_seconds: int = 3600,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        # The relay's own: the URL policy, the callback client and the outcome lines.
+        self.policy = policy
+        self.client = client
+        self.outcomes = outcomes
+        self.max_message_bytes = max_message_bytes
         self.topics = topics or EventTopics()
         self.default_ttl_seconds = default_ttl_seconds
         self.now = now
@@ -168,23 +169,21 @@ class KeyedWaits:
             return True
         return keyed_kind(delivery.data) is not None
 
-    def relay(
-        self, relay: CallbackRelay, delivery: PubSubDelivery, key: str, context: _LogContext
-    ) -> RelayOutcome:
+    def relay(self, delivery: PubSubDelivery, key: str, context: LogContext) -> RelayOutcome:
         """The outcome of a keyed message; MessageRejected for a broken one on the relay topic."""
-        max_bytes = relay.settings.max_message_bytes
+        max_bytes = self.max_message_bytes
         topic = self.topics.for_source(delivery.source)
         if topic is not None:
             try:
-                return self._event(relay, self._topic_event(topic, delivery, max_bytes), context)
+                return self._event(self._topic_event(topic, delivery, max_bytes), context)
             except MessageRejected as exc:  # foreign data: never a fail-fast target
-                return relay._rejected(Outcome.MESSAGE_REJECTED, exc, context)
+                return self.outcomes.rejected(Outcome.MESSAGE_REJECTED, exc, context)
         kind = keyed_kind(delivery.data) or ""
         if kind == WAIT:
-            return self._wait(relay, parse_wait(delivery.data, max_bytes), context)
+            return self._wait(parse_wait(delivery.data, max_bytes), context)
         if kind == EVENT:
             return self._event(
-                relay, self._relay_event(parse_event(delivery.data, max_bytes), delivery), context
+                self._relay_event(parse_event(delivery.data, max_bytes), delivery), context
             )
         raise unknown_kind(kind)
 
@@ -227,7 +226,7 @@ class KeyedWaits:
             return delivery.publish_time
         return timestamp(self.now())
 
-    def _event(self, relay: CallbackRelay, event: KeyedEvent, context: _LogContext) -> RelayOutcome:
+    def _event(self, event: KeyedEvent, context: LogContext) -> RelayOutcome:
         now = self.now()
         fields = {"source": event.source, "key": event.key, "event_id": event.event_id}
 
@@ -242,9 +241,9 @@ class KeyedWaits:
             return decision, True, [self._event_doc(event, decision, now)]
 
         decision = self._update(
-            relay, event.source, event.key, [(EVENTS, event.doc_id)], decide, context, fields
+            event.source, event.key, [(EVENTS, event.doc_id)], decide, context, fields
         )
-        results = self._call_all(relay, decision.claims, event.body(), event, context)
+        results = self._call_all(decision.claims, event.body(), event, context)
         deferred = [r for r in results if not r.final]
         summary = (
             f"event {decision.seq} on {event.source}/{event.key}: "
@@ -262,7 +261,7 @@ class KeyedWaits:
         outcome = self._outcome(name, reason)
         keyed = {**fields, "seq": decision.seq, "claimed": len(results), "deferred": len(deferred)}
         if deferred:
-            relay._log(
+            self.outcomes.write(
                 structured_log.WARNING,
                 self._outcome(Outcome.REDELIVERY_REQUESTED, reason),
                 context,
@@ -271,7 +270,7 @@ class KeyedWaits:
             raise RedeliveryRequested(
                 f"{len(deferred)} of {len(results)} callbacks not yet delivered; {summary}"
             )
-        relay._log(structured_log.INFO, outcome, context, keyed=keyed)
+        self.outcomes.write(structured_log.INFO, outcome, context, keyed=keyed)
         return outcome
 
     def _event_doc(self, event: KeyedEvent, decision: EventDecision, now: float) -> Change:
@@ -291,21 +290,21 @@ class KeyedWaits:
 
     # -- waits -----------------------------------------------------------------------
 
-    def _wait(self, relay: CallbackRelay, wait: WaitMessage, context: _LogContext) -> RelayOutcome:
+    def _wait(self, wait: WaitMessage, context: LogContext) -> RelayOutcome:
         if wait.source != RELAY_SOURCE and wait.source not in self.topics:
             known = ", ".join(sorted({RELAY_SOURCE, *self.topics.sources}))
             raise MessageRejected(
                 Reason.UNKNOWN_SOURCE, f"source {wait.source[:100]!a} is not one of: {known}"
             )
         try:
-            target = relay.policy.check(wait.callback_url)
+            target = self.policy.check(wait.callback_url)
         except CallbackUrlRefused as exc:
-            return relay._rejected(Outcome.URL_REFUSED, exc, context)
+            return self.outcomes.rejected(Outcome.URL_REFUSED, exc, context)
         now = self.now()
         fields = {"source": wait.source, "key": wait.key}
         if wait.expires_at.timestamp() <= now:
             outcome = self._outcome(Outcome.EXPIRED, f"expired at {wait.expires_at.isoformat()}")
-            relay._log(
+            self.outcomes.write(
                 structured_log.WARNING,
                 dataclasses.replace(outcome, target=target),
                 context,
@@ -337,15 +336,13 @@ class KeyedWaits:
             )
             return decision, True, [doc]
 
-        decision = self._update(
-            relay, wait.source, wait.key, [(WAITS, wait_doc)], decide, context, fields
-        )
+        decision = self._update(wait.source, wait.key, [(WAITS, wait_doc)], decide, context, fields)
         if decision.kind == "registered":
             outcome = self._outcome(
                 Outcome.WAIT_REGISTERED,
                 f"waiting on {wait.source}/{wait.key} until {wait.expires_at.isoformat()}",
             )
-            relay._log(
+            self.outcomes.write(
                 structured_log.INFO,
                 dataclasses.replace(outcome, target=target),
                 context,
@@ -355,7 +352,7 @@ class KeyedWaits:
         if decision.kind in ("waiting", "done"):
             what = "still waiting" if decision.kind == "waiting" else "already resumed or expired"
             outcome = self._outcome(Outcome.DUPLICATE, f"a repeated wait: {what}")
-            relay._log(structured_log.INFO, outcome, context, keyed=fields)
+            self.outcomes.write(structured_log.INFO, outcome, context, keyed=fields)
             return outcome
         assert decision.claim is not None
         stored = self.store.get(EVENTS, decision.claim.event) if decision.claim.event else None
@@ -365,7 +362,7 @@ class KeyedWaits:
             outcome = self._outcome(
                 Outcome.DUPLICATE, "a repeated wait: the event's redelivery calls it"
             )
-            relay._log(structured_log.INFO, outcome, context, keyed=fields)
+            self.outcomes.write(structured_log.INFO, outcome, context, keyed=fields)
             return outcome
         event = KeyedEvent(
             wait.source,
@@ -375,7 +372,7 @@ class KeyedWaits:
             0,
             stored.string("published_at") or "",
         )
-        [result] = self._call_all(relay, (decision.claim,), event.body(), event, context)
+        [result] = self._call_all((decision.claim,), event.body(), event, context)
         if not result.final:
             raise RedeliveryRequested(f"callback not delivered: {result.outcome.reason}")
         return result.outcome
@@ -384,22 +381,19 @@ class KeyedWaits:
 
     def _call_all(
         self,
-        relay: CallbackRelay,
         claims: tuple[Claim, ...],
         body: bytes,
         event: KeyedEvent,
-        context: _LogContext,
+        context: LogContext,
     ) -> list[CallResult]:
         if not claims:
             return []
         if len(claims) == 1:
-            results = [self._call(relay, claims[0], body, event, context)]
+            results = [self._call(claims[0], body, event, context)]
         else:
             workers = min(len(claims), MAX_PARALLEL_CALLS)
             with concurrent.futures.ThreadPoolExecutor(workers, "keyed-call") as pool:
-                results = list(
-                    pool.map(lambda c: self._call(relay, c, body, event, context), claims)
-                )
+                results = list(pool.map(lambda c: self._call(c, body, event, context), claims))
         confirmed = [(r.claim.waiter.url, r.claim.seq) for r in results if r.final]
         if confirmed:
 
@@ -410,16 +404,15 @@ class KeyedWaits:
                 return None, True, []
 
             fields = {"source": event.source, "key": event.key, "event_id": event.event_id}
-            self._update(relay, event.source, event.key, [], decide, context, fields)
+            self._update(event.source, event.key, [], decide, context, fields)
         return results
 
     def _call(
         self,
-        relay: CallbackRelay,
         claim: Claim,
         body: bytes,
         event: KeyedEvent,
-        context: _LogContext,
+        context: LogContext,
     ) -> CallResult:
         """One claimed callback: the policy again, the expiry, then the call; never raises."""
         fields = {
@@ -430,10 +423,10 @@ class KeyedWaits:
         }
         waiter = claim.waiter
         try:
-            target = relay.policy.check(waiter.url)
+            target = self.policy.check(waiter.url)
         except CallbackUrlRefused as exc:
             outcome = self._outcome(Outcome.URL_REFUSED, f"{exc.reason}: {exc.detail}", exc.reason)
-            relay._log(_SEVERITY[Outcome.URL_REFUSED], outcome, context, keyed=fields)
+            self.outcomes.write(SEVERITY[Outcome.URL_REFUSED], outcome, context, keyed=fields)
             return CallResult(claim, outcome, True)
         when = datetime.datetime.fromtimestamp(waiter.expires, datetime.UTC).isoformat()
         expires_in = waiter.expires - self.now()
@@ -441,55 +434,58 @@ class KeyedWaits:
             outcome = dataclasses.replace(
                 self._outcome(Outcome.EXPIRED, f"the wait expired at {when}"), target=target
             )
-            relay._log(_SEVERITY[Outcome.EXPIRED], outcome, context, keyed=fields)
+            self.outcomes.write(SEVERITY[Outcome.EXPIRED], outcome, context, keyed=fields)
             return CallResult(claim, outcome, True)
         key = "k-" + digest(event.source, event.key, event.event_id, waiter.url)
         try:
             # The wait's expiry bounds the retries too: no attempt starts after it.
-            result = relay.client.deliver(waiter.method, target.url, body, key, expires_in)
+            result = self.client.deliver(waiter.method, target.url, body, key, expires_in)
         except DeliveryDeferred as exc:
-            outcome = relay._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
-            relay._log(_SEVERITY[Outcome.REDELIVERY_REQUESTED], outcome, context, keyed=fields)
+            outcome = outcome_of(exc.result, target, Outcome.REDELIVERY_REQUESTED)
+            self.outcomes.write(
+                SEVERITY[Outcome.REDELIVERY_REQUESTED], outcome, context, keyed=fields
+            )
             return CallResult(claim, outcome, False)
         except DeliveryExpired as exc:
-            last = relay._outcome(exc.result, target, Outcome.EXPIRED)
+            last = outcome_of(exc.result, target, Outcome.EXPIRED)
             reason = f"the wait expired at {when} after {last.attempts} attempt(s); last: "
             outcome = dataclasses.replace(last, reason=reason + last.reason)
-            relay._log(_SEVERITY[Outcome.EXPIRED], outcome, context, keyed=fields)
+            self.outcomes.write(SEVERITY[Outcome.EXPIRED], outcome, context, keyed=fields)
             return CallResult(claim, outcome, True)
-        name = _BY_KIND[result.classification.kind]
-        outcome = relay._outcome(result, target, name)
-        relay._log(_SEVERITY[name], outcome, context, keyed=fields)
+        name = OUTCOME_BY_KIND[result.classification.kind]
+        outcome = outcome_of(result, target, name)
+        self.outcomes.write(SEVERITY[name], outcome, context, keyed=fields)
         return CallResult(claim, outcome, True)
 
     # -- helpers ---------------------------------------------------------------------
 
     def _update(
         self,
-        relay: CallbackRelay,
         source: str,
         key: str,
         others: list[tuple[str, str]],
         decide: Any,
-        context: _LogContext,
+        context: LogContext,
         fields: dict[str, Any],
     ) -> Any:
         try:
             return self.store.update(source, key, others, decide, now=self.now)
         except StoreUnavailable as exc:
             outcome = self._outcome(Outcome.REDELIVERY_REQUESTED, f"event store unavailable: {exc}")
-            relay._log(structured_log.WARNING, outcome, context, keyed=fields)
+            self.outcomes.write(structured_log.WARNING, outcome, context, keyed=fields)
             raise RedeliveryRequested(f"event store unavailable: {exc}") from None
 
     @staticmethod
     def _outcome(name: Outcome, reason: str, code: Reason | None = None) -> RelayOutcome:
-        from callback_relay.relay import RelayOutcome
-
         return RelayOutcome(name, reason, code)
 
 
 def build_keyed_waits(
-    settings: Settings, session: requests.Session, tokens: TokenSource
+    settings: Settings,
+    session: requests.Session,
+    client: CallbackClient,
+    policy: CallbackUrlPolicy,
+    outcomes: OutcomeLog,
 ) -> KeyedWaits:
     """The keyed path from the settings: the store on the relay's own session."""
     keyed = settings.keyed
@@ -502,11 +498,19 @@ def build_keyed_waits(
             raise ConfigError(str(exc)) from None
     store = FirestoreEventStore(
         session,
-        None if keyed.emulator_host is not None else tokens,
+        None if keyed.emulator_host is not None else client.tokens,
         keyed.project,
         keyed.database,
         origin,
         # Its own timeouts (5 s, 15 s), not the callbacks': within the same deadline.
         deadline_seconds=settings.retry_deadline_seconds,
     )
-    return KeyedWaits(store, keyed.topics, keyed.default_ttl_seconds)
+    return KeyedWaits(
+        store,
+        policy,
+        client,
+        outcomes,
+        settings.max_message_bytes,
+        keyed.topics,
+        keyed.default_ttl_seconds,
+    )

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 from callback_relay import structured_log
 from callback_relay.access_token import AccessTokenProvider
 from callback_relay.callback_client import CallbackClient, CallbackSender, build_session
-from callback_relay.callback_response import DeliveryResult, Kind
-from callback_relay.callback_url_policy import CallbackTarget, CallbackUrlPolicy
+from callback_relay.callback_url_policy import CallbackUrlPolicy
 from callback_relay.config import Settings, load_settings
 from callback_relay.errors import (
     CallbackUrlRefused,
@@ -44,7 +43,15 @@ from callback_relay.message import (
     fail_fast_target,
     parse_message_data,
 )
-from callback_relay.outcomes import Outcome, Reason
+from callback_relay.outcome_log import (
+    OUTCOME_BY_KIND,
+    SEVERITY,
+    LogContext,
+    OutcomeLog,
+    RelayOutcome,
+    outcome_of,
+)
+from callback_relay.outcomes import Outcome
 from callback_relay.pubsub_event import (
     PubSubDelivery,
     as_text,
@@ -59,45 +66,11 @@ from callback_relay.trace_context import TraceContext
 if TYPE_CHECKING:
     from callback_relay.keyed_waits import KeyedWaits
 
-_OUTCOME_BY_KIND = {
-    Kind.DELIVERED: Outcome.DELIVERED,
-    Kind.EXECUTION_GONE: Outcome.EXECUTION_GONE,
-    Kind.ALREADY_PENDING: Outcome.ALREADY_PENDING,
-    Kind.PERMANENT: Outcome.CALLBACK_REJECTED,
-}
-_SEVERITY = {
-    Outcome.DELIVERED: structured_log.INFO,
-    Outcome.EXECUTION_GONE: structured_log.WARNING,
-    Outcome.ALREADY_PENDING: structured_log.WARNING,
-    Outcome.CALLBACK_REJECTED: structured_log.ERROR,
-}
 # The producer's metadata is logged up to this size, then as its size and digest.
 MAX_METADATA_BYTES = 4096
 FAIL_FAST_ERROR_CODE = "INVALID_MESSAGE"
 # Outcomes whose line carries the replay record: the message was not delivered.
 _REPLAYED = frozenset({Outcome.CALLBACK_REJECTED})
-
-
-@dataclasses.dataclass(frozen=True)
-class RelayOutcome:
-    """A final outcome: the message is acknowledged."""
-
-    outcome: Outcome
-    reason: str
-    code: Reason | None = None
-    http_status: int | None = None
-    attempts: int = 0
-    latency_ms: float = 0.0
-    target: CallbackTarget | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _LogContext:
-    message_id: str
-    trace_fields: dict[str, Any]
-    replay: Callable[[], dict[str, Any]]
-    replay_summary: Callable[[], dict[str, Any]]
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class CallbackRelay:
@@ -114,6 +87,7 @@ class CallbackRelay:
         self.policy = policy
         self.client = client
         self.log = log
+        self.outcomes = OutcomeLog(log)
         self.now = now
         # Keyed waits (docs/events.md); None when off (EVENT_STORE unset).
         self.keyed = keyed
@@ -134,7 +108,7 @@ class CallbackRelay:
             context = self._context(
                 message_id, trace, source, lambda: replay, lambda: summarize(replay)
             )
-            return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
+            return self.outcomes.rejected(Outcome.MESSAGE_REJECTED, exc, context)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
             replay = {"event_id": event_id, "source": source, "data": as_text(data, 4096)}
             context = self._context(event_id or "", trace, source, lambda: replay)
@@ -157,9 +131,7 @@ class CallbackRelay:
             delivery.replay_summary,
         )
         if delivery.delivery_attempt is not None:
-            context = dataclasses.replace(
-                context, extra={"delivery_attempt": delivery.delivery_attempt}
-            )
+            context = context.with_fields(delivery_attempt=delivery.delivery_attempt)
         try:
             return self._relay(delivery, context)
         except RedeliveryRequested:
@@ -177,15 +149,15 @@ class CallbackRelay:
     ) -> RelayOutcome:
         """Log a request refused before its message was read (relay_http): final, one line."""
         context = self._context(message_id, trace, source, lambda: replay)
-        return self._rejected(Outcome.MESSAGE_REJECTED, rejection, context)
+        return self.outcomes.rejected(Outcome.MESSAGE_REJECTED, rejection, context)
 
     # -- the steps -------------------------------------------------------------
 
-    def _relay(self, delivery: PubSubDelivery, context: _LogContext) -> RelayOutcome:
+    def _relay(self, delivery: PubSubDelivery, context: LogContext) -> RelayOutcome:
         key = idempotency_key(delivery.message_id)
         try:
             if self.keyed is not None and self.keyed.handles(delivery):
-                return self.keyed.relay(self, delivery, key, context)
+                return self.keyed.relay(delivery, key, context)
             kind = keyed_kind(delivery.data)  # one substring test when there is no kind
             if kind is not None:
                 raise keyed_waits_off(kind) if kind in ("wait", "event") else unknown_kind(kind)
@@ -197,15 +169,15 @@ class CallbackRelay:
             if self.settings.fail_fast_invalid_messages and not exc.reason.is_syntax:
                 reply_to = fail_fast_target(delivery.data)
             if reply_to is None:
-                return self._rejected(Outcome.MESSAGE_REJECTED, exc, context)
+                return self.outcomes.rejected(Outcome.MESSAGE_REJECTED, exc, context)
             return self._fail_fast(exc, reply_to, key, context)
         if message.metadata is not None:
             metadata = bounded(message.metadata, MAX_METADATA_BYTES)
-            context = dataclasses.replace(context, extra={**context.extra, "metadata": metadata})
+            context = context.with_fields(metadata=metadata)
         return self._relay_message(message, key, context)
 
     def _fail_fast(
-        self, rejected: MessageRejected, reply_to: ReplyTo, key: str, context: _LogContext
+        self, rejected: MessageRejected, reply_to: ReplyTo, key: str, context: LogContext
     ) -> RelayOutcome:
         """Resume the waiting step with the rejection, so that it fails now, not at its timeout.
 
@@ -223,23 +195,25 @@ class CallbackRelay:
         try:
             result = self.client.deliver(reply_to.method, target.url, body, key, expires_in)
         except DeliveryDeferred as exc:
-            outcome = self._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
-            self._log(structured_log.WARNING, outcome, context, rejected=str(rejected.reason))
+            outcome = outcome_of(exc.result, target, Outcome.REDELIVERY_REQUESTED)
+            self.outcomes.write(
+                structured_log.WARNING, outcome, context, rejected=str(rejected.reason)
+            )
             raise RedeliveryRequested(
                 f"error for {target.workflow_name} not delivered: {outcome.reason}"
             ) from None
         except DeliveryExpired as exc:
-            last = self._outcome(exc.result, target, Outcome.MESSAGE_REJECTED)
+            last = outcome_of(exc.result, target, Outcome.MESSAGE_REJECTED)
             detail = f"not delivered: {_expired(reply_to)} after {last.attempts} attempt(s)"
             return self._not_failed_fast(rejected, context, f"{detail}; last: {last.reason}")
-        delivered = self._outcome(result, target, _OUTCOME_BY_KIND[result.classification.kind])
+        delivered = outcome_of(result, target, OUTCOME_BY_KIND[result.classification.kind])
         outcome = dataclasses.replace(
             delivered,
             outcome=Outcome.FAILED_FAST,
             reason=f"{rejected.reason}: {rejected.detail}",
             code=rejected.reason,
         )
-        self._log(
+        self.outcomes.write(
             structured_log.ERROR,
             outcome,
             context,
@@ -250,10 +224,10 @@ class CallbackRelay:
         return outcome
 
     def _not_failed_fast(
-        self, rejected: MessageRejected, context: _LogContext, why: str
+        self, rejected: MessageRejected, context: LogContext, why: str
     ) -> RelayOutcome:
-        context = dataclasses.replace(context, extra={**context.extra, "fail_fast": why})
-        return self._rejected(Outcome.MESSAGE_REJECTED, rejected, context)
+        context = context.with_fields(fail_fast=why)
+        return self.outcomes.rejected(Outcome.MESSAGE_REJECTED, rejected, context)
 
     def _expires_in(self, expires_at: datetime.datetime | None) -> float | None:
         """Seconds left until ``expires_at`` (None: never)."""
@@ -262,35 +236,35 @@ class CallbackRelay:
         return (expires_at - self.now()).total_seconds()
 
     def _relay_message(
-        self, message: CallbackMessage, key: str, context: _LogContext
+        self, message: CallbackMessage, key: str, context: LogContext
     ) -> RelayOutcome:
         try:
             target = self.policy.check(message.callback_url)
         except CallbackUrlRefused as exc:
-            return self._rejected(Outcome.URL_REFUSED, exc, context)
+            return self.outcomes.rejected(Outcome.URL_REFUSED, exc, context)
         expires_in = self._expires_in(message.expires_at)
         if expires_in is not None and expires_in <= 0:
             outcome = RelayOutcome(Outcome.EXPIRED, _expired(message), target=target)
-            self._log(structured_log.WARNING, outcome, context, replay=True)
+            self.outcomes.write(structured_log.WARNING, outcome, context, replay=True)
             return outcome
         try:
             result = self.client.deliver(message.method, target.url, message.body, key, expires_in)
         except DeliveryDeferred as exc:
-            outcome = self._outcome(exc.result, target, Outcome.REDELIVERY_REQUESTED)
-            self._log(structured_log.WARNING, outcome, context)
+            outcome = outcome_of(exc.result, target, Outcome.REDELIVERY_REQUESTED)
+            self.outcomes.write(structured_log.WARNING, outcome, context)
             raise RedeliveryRequested(
                 f"callback for {target.workflow_name} not delivered: {outcome.reason}"
             ) from None
         except DeliveryExpired as exc:
             # Retried until expires_at: final, as for a message that arrived late.
-            last = self._outcome(exc.result, target, Outcome.EXPIRED)
+            last = outcome_of(exc.result, target, Outcome.EXPIRED)
             retried = f"{_expired(message)} after {last.attempts} attempt(s)"
             outcome = dataclasses.replace(last, reason=f"{retried}; last: {last.reason}")
-            self._log(structured_log.WARNING, outcome, context, replay=True)
+            self.outcomes.write(structured_log.WARNING, outcome, context, replay=True)
             return outcome
-        name = _OUTCOME_BY_KIND[result.classification.kind]
-        outcome = self._outcome(result, target, name)
-        self._log(_SEVERITY[name], outcome, context, replay=name in _REPLAYED)
+        name = OUTCOME_BY_KIND[result.classification.kind]
+        outcome = outcome_of(result, target, name)
+        self.outcomes.write(SEVERITY[name], outcome, context, replay=name in _REPLAYED)
         return outcome
 
     # -- helpers ---------------------------------------------------------------
@@ -302,69 +276,20 @@ class CallbackRelay:
         source: str | None,
         replay: Callable[[], dict[str, Any]],
         replay_summary: Callable[[], dict[str, Any]] | None = None,
-    ) -> _LogContext:
+    ) -> LogContext:
         project = self.settings.trace_project or project_from_source(source)
-        return _LogContext(message_id, trace.fields(project), replay, replay_summary or replay)
+        return LogContext(message_id, trace.fields(project), replay, replay_summary or replay)
 
-    def _internal_error(self, exc: Exception, context: _LogContext) -> RedeliveryRequested:
+    def _internal_error(self, exc: Exception, context: LogContext) -> RedeliveryRequested:
         """Log a bug once, with the replay record, and keep the message."""
         where = "".join(traceback.format_exception(exc, limit=-3))[-4000:]
         outcome = RelayOutcome(
             Outcome.INTERNAL_ERROR, f"{type(exc).__name__}: {clip(str(exc), 500)}"
         )
-        self._log(structured_log.ERROR, outcome, context, replay=True, traceback=where)
+        self.outcomes.write(structured_log.ERROR, outcome, context, replay=True, traceback=where)
         return RedeliveryRequested(
             f"internal error ({type(exc).__name__}); the message is kept for redelivery",
             Outcome.INTERNAL_ERROR,
-        )
-
-    @staticmethod
-    def _outcome(result: DeliveryResult, target: CallbackTarget, name: Outcome) -> RelayOutcome:
-        c = result.classification
-        reason = f"{c.reason}: {c.error_excerpt}" if c.error_excerpt else c.reason
-        return RelayOutcome(
-            name, reason, None, c.status, result.attempts, result.latency_ms, target
-        )
-
-    def _rejected(self, name: Outcome, exc: Rejection, context: _LogContext) -> RelayOutcome:
-        outcome = RelayOutcome(name, f"{exc.reason}: {exc.detail}", exc.reason)
-        self._log(structured_log.ERROR, outcome, context, replay=True)
-        return outcome
-
-    def _log(
-        self,
-        level: int,
-        outcome: RelayOutcome,
-        context: _LogContext,
-        replay: bool = False,
-        **extra: Any,
-    ) -> None:
-        if not self.log.enabled(level):
-            return
-        fields: dict[str, Any] = {
-            "outcome": outcome.outcome,
-            "reason": outcome.reason,
-            "message_id": context.message_id,
-            "attempts": outcome.attempts,
-            "http_status": outcome.http_status,
-            "latency_ms": round(outcome.latency_ms, 2),
-            **context.trace_fields,
-            **context.extra,
-            **extra,
-        }
-        if outcome.target is not None:
-            t = outcome.target
-            fields["target"] = {
-                "project": t.project,
-                "location": t.location,
-                "workflow": t.workflow,
-                "execution": t.execution,
-                "callback": t.callback,
-            }
-        if replay:
-            fields["replay"] = context.replay()
-        self.log.write(
-            level, f"{outcome.outcome}: {outcome.reason}", fields, context.replay_summary
         )
 
 
@@ -409,5 +334,5 @@ def create_relay(env: Mapping[str, str] | None = None) -> CallbackRelay:
     if settings.keyed is not None:  # the store is imported only when keyed waits are on
         from callback_relay.keyed_waits import build_keyed_waits
 
-        keyed = build_keyed_waits(settings, session, client.tokens)
+        keyed = build_keyed_waits(settings, session, client, policy, OutcomeLog(log))
     return CallbackRelay(settings, policy, client, log, keyed=keyed)

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from callback_relay.errors import RedeliveryRequested
-from callback_relay.relay import CallbackRelay, RelayOutcome, create_relay
+from callback_relay.outcome_log import RelayOutcome
+from callback_relay.relay import CallbackRelay, create_relay
 from callback_relay.trace_context import TraceContext
 from harness import cloudevents
 from harness.fake_workflows_api import FakeWorkflowsApi

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from callback_relay.http_request import status_for
+from callback_relay.outcome_log import RelayOutcome
 from callback_relay.outcomes import Outcome, Reason
-from callback_relay.relay import RelayOutcome
 
 
 @pytest.mark.parametrize("outcome", list(Outcome))
