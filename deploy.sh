@@ -86,6 +86,9 @@ EVENT_TOPIC_SPECS="${EVENT_TOPIC_SPECS:-}"
 # Cloud Storage buckets whose new objects are events, separated by commas or spaces.
 EVENT_BUCKETS="${EVENT_BUCKETS:-}"
 EVENTS_ROLE_ID="${EVENTS_ROLE_ID:-workflowsCallbackRelayEventStore}"
+# database: the role on FIRESTORE_DATABASE only (an IAM condition); project: on every
+# database of the project, should the condition not take (docs/deploy.md).
+EVENTS_GRANT_SCOPE="${EVENTS_GRANT_SCOPE:-database}"
 # Names of what --event-bucket and --event-topic make: a topic per bucket, a push
 # subscription per topic.
 BUCKET_TOPIC_PREFIX="${BUCKET_TOPIC_PREFIX:-$RELAY_TOPIC-bucket-}"
@@ -256,7 +259,8 @@ Resource names come from the environment (defaults in brackets):
   ARTIFACT_REPOSITORY [$ARTIFACT_REPOSITORY]  LOG_METRIC [$LOG_METRIC]
   ALERT_POLICY_NAME [$ALERT_POLICY_NAME]  EVENTS_ROLE_ID [$EVENTS_ROLE_ID]
   BUCKET_TOPIC_PREFIX [$BUCKET_TOPIC_PREFIX]  EVENT_SUBSCRIPTION_PREFIX [$EVENT_SUBSCRIPTION_PREFIX]
-Keyed waits: FIRESTORE_DATABASE, FIRESTORE_LOCATION, EVENT_TTL_SECONDS, and
+Keyed waits: FIRESTORE_DATABASE, FIRESTORE_LOCATION, EVENT_TTL_SECONDS, EVENTS_GRANT_SCOPE
+  [$EVENTS_GRANT_SCOPE: the role on the database only, or project], and
   EVENTS_PYTHON [$EVENTS_PYTHON] to check the templates with the relay's own parser.
 Delivery policy: MIN_RETRY_DELAY [$MIN_RETRY_DELAY s], MAX_RETRY_DELAY [$MAX_RETRY_DELAY s],
   DEAD_LETTER_RETENTION [$DEAD_LETTER_RETENTION] on $DEAD_LETTER_SUBSCRIPTION,
@@ -893,6 +897,10 @@ validate_events() {
         fi
     fi
     [[ -z $FIRESTORE_LOCATION ]] || check_name FIRESTORE_LOCATION "$FIRESTORE_LOCATION" '^[a-z][a-z0-9-]{1,30}[a-z0-9]$' "a Firestore location such as us-central1 or nam5"
+    case $EVENTS_GRANT_SCOPE in
+    database | project) ;;
+    *) die "EVENTS_GRANT_SCOPE must be database or project, not '$EVENTS_GRANT_SCOPE'" ;;
+    esac
     # The relay reads 0 to 7 days (keyed_message.MAX_TTL_SECONDS).
     [[ -z $EVENT_TTL_SECONDS ]] || check_int EVENT_TTL_SECONDS EVENT_TTL_SECONDS 0 604800
     while IFS= read -r spec; do
@@ -1026,6 +1034,7 @@ EVENTS_ROLE="projects/$PROJECT_ID/roles/$EVENTS_ROLE_ID"
 # The custom role on this database only: an IAM condition on its resource name
 # (Firestore has no per-database IAM policy of its own), folded as read_policy keeps it.
 EVENTS_GRANT="$EVENTS_ROLE${US}resource.name == \"projects/$PROJECT_ID/databases/$EVENTS_DATABASE\"${US}workflows-callback-relay event store${US}Documents of the database $EVENTS_DATABASE only"
+[[ $EVENTS_GRANT_SCOPE == database ]] || EVENTS_GRANT=$EVENTS_ROLE
 IMAGE_REPOSITORY=${DOCKER_REPOSITORY:-projects/$PROJECT_ID/locations/$REGION/repositories/$ARTIFACT_REPOSITORY}
 EGRESS_SETTINGS=${EGRESS_SETTINGS:-${VPC_CONNECTOR:+private-ranges-only}}
 P=(--project="$PROJECT_ID")
@@ -1071,7 +1080,7 @@ summary() {
         say "  alert policy       $ALERT_POLICY_NAME -> $ALERT_CHANNEL"
     fi
     if $WITH_EVENTS; then
-        say "  keyed waits        Firestore database $EVENTS_DATABASE (created in $EVENTS_LOCATION if missing), role $EVENTS_ROLE_ID on it only${EVENT_TTL_SECONDS:+, events kept ${EVENT_TTL_SECONDS}s}"
+        say "  keyed waits        Firestore database $EVENTS_DATABASE (created in $EVENTS_LOCATION if missing), role $EVENTS_ROLE_ID on $([[ $EVENTS_GRANT_SCOPE == database ]] && printf 'it only' || printf 'every database of the project (EVENTS_GRANT_SCOPE=project)')${EVENT_TTL_SECONDS:+, events kept ${EVENT_TTL_SECONDS}s}"
         local topic
         for topic in "${EVENT_TOPIC_NAMES[@]}"; do
             say "  event topic        $topic -> $(event_subscription "$topic")"

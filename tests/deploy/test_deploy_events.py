@@ -324,6 +324,23 @@ def test_a_dropped_topic_and_a_new_bucket_converge_and_templates_keep_their_deli
     assert len(state["buckets"][other]["notifications"]) == 1
 
 
+def test_the_grant_can_span_the_project_and_come_back(events: FakeCloud) -> None:
+    # The fallback should the condition not take (docs/deploy.md): the same three
+    # permissions on every database of the project, unconditioned.
+    wide = events.deploy(*EVENTS_ARGS, env={"EVENTS_GRANT_SCOPE": "project"})
+    assert wide.returncode == 0, wide.stderr
+    state = events.read_state()
+    assert conditional(state) == []
+    assert (f"project:{PROJECT}", EVENTS_ROLE, FN) in bindings(state)
+    narrow = events.deploy(*EVENTS_ARGS)
+    assert narrow.returncode == 0, narrow.stderr
+    state = events.read_state()
+    assert (f"project:{PROJECT}", EVENTS_ROLE, FN) not in bindings(state)
+    assert [(r, m, e) for r, m, e, *_ in conditional(state)] == [
+        (EVENTS_ROLE, FN, DATABASE_CONDITION)
+    ]
+
+
 # -- --status sees what breaks, the deploy repairs it ------------------------------------------
 
 
@@ -445,6 +462,7 @@ def test_extra_and_different_notifications_are_replaced_by_one(events: FakeCloud
         (["--with-events"], {"FIRESTORE_DATABASE": "Events"}, "FIRESTORE_DATABASE"),
         (["--with-events"], {"EVENT_TTL_SECONDS": "604801"}, "EVENT_TTL_SECONDS"),
         (["--with-events"], {"EVENTS_ROLE_ID": "workflowsCallbackSender"}, "must differ"),
+        (["--with-events"], {"EVENTS_GRANT_SCOPE": "bucket"}, "EVENTS_GRANT_SCOPE"),
         (
             ["--with-events", "--event-topic", "tpc=k"],
             {"EVENTS_PYTHON": "no-such-python"},
@@ -509,6 +527,8 @@ def test_a_database_in_datastore_mode_or_missing_sources_are_refused(tmp_path: P
         refused = cloud.deploy("--with-events", *args, env={"FIRESTORE_DATABASE": "relay-events"})
         assert refused.returncode == 1
         assert message in refused.stderr
+        # Refused before anything changed (but the Storage API, for the bucket check).
+        assert [c.command for c in refused.mutating] in ([], ["services enable"])
     edit(
         cloud,
         lambda s: s["buckets"].update({"theirs": {"projectNumber": "999", "notifications": {}}}),
