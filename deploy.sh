@@ -7,7 +7,10 @@
 # function (Cloud Functions 2nd gen, HTTP trigger, internal ingress, IAM only),
 # the push subscription that delivers the relay topic to it (OIDC, dead letters,
 # retry policy), a log-based metric of the relay's outcomes and, on request, the
-# demo workflow, an HTTP twin of the function and alert policies. Every step reads
+# demo workflow, an HTTP twin of the function, alert policies and keyed waits
+# (--with-events: a Firestore database, its TTL policies and a one-database
+# grant; existing topics and Cloud Storage buckets wired to the relay by push
+# subscriptions and bucket notifications). Every step reads
 # before it writes, so a re-run changes only what differs, in both directions:
 # a grant that is no longer asked for is removed. --status checks it all without
 # changing anything. Run ./deploy.sh --help; docs/deploy.md explains each grant.
@@ -73,6 +76,25 @@ DOCKER_REPOSITORY="${DOCKER_REPOSITORY:-}" # an image repository of yours instea
 VPC_CONNECTOR="${VPC_CONNECTOR:-}"
 EGRESS_SETTINGS="${EGRESS_SETTINGS:-}"
 BUILD_WORKER_POOL="${BUILD_WORKER_POOL:-}"
+# Keyed waits (docs/events.md), each empty or off unless set:
+WITH_EVENTS="${WITH_EVENTS:-false}"
+FIRESTORE_DATABASE="${FIRESTORE_DATABASE:-}" # empty: (default)
+FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-}" # empty: REGION, when the database is created
+EVENT_TTL_SECONDS="${EVENT_TTL_SECONDS:-}"   # empty: the relay's default (3600)
+# Existing topics whose messages are events: TOPIC=TEMPLATE, one per line (the flags add to these).
+EVENT_TOPIC_SPECS="${EVENT_TOPIC_SPECS:-}"
+# Cloud Storage buckets whose new objects are events, separated by commas or spaces.
+EVENT_BUCKETS="${EVENT_BUCKETS:-}"
+EVENTS_ROLE_ID="${EVENTS_ROLE_ID:-workflowsCallbackRelayEventStore}"
+# database: the role on FIRESTORE_DATABASE only (an IAM condition); project: on every
+# database of the project, should the condition not take (docs/deploy.md).
+EVENTS_GRANT_SCOPE="${EVENTS_GRANT_SCOPE:-database}"
+# Names of what --event-bucket and --event-topic make: a topic per bucket, a push
+# subscription per topic.
+BUCKET_TOPIC_PREFIX="${BUCKET_TOPIC_PREFIX:-$RELAY_TOPIC-bucket-}"
+EVENT_SUBSCRIPTION_PREFIX="${EVENT_SUBSCRIPTION_PREFIX:-$PUSH_SUBSCRIPTION-}"
+# The interpreter that checks the key templates with the relay's own parser (3.10 or newer).
+EVENTS_PYTHON="${EVENTS_PYTHON:-python3}"
 # How long a step is retried while IAM changes and new service agents propagate.
 PROPAGATION_TIMEOUT="${PROPAGATION_TIMEOUT:-600}"
 # The command that waits between those retries (tests replace it).
@@ -117,6 +139,20 @@ APP_LABEL=workflows-callback-relay
 # dead-letter topic, so only the logs (and the metric over them) show them.
 ACKED_FAILURES=(url_refused message_rejected failed_fast expired callback_rejected)
 MONITORING_API=https://monitoring.googleapis.com
+# Keyed waits' store: its collection groups and their TTL field, as
+# function/callback_relay/event_store.py names them (tests/deploy/test_names_agree.py).
+EVENT_COLLECTIONS=(relay_channels relay_events relay_waits)
+EVENT_TTL_FIELD=expire_at
+# The permissions the store's REST calls need, from the method table of
+# https://cloud.google.com/firestore/docs/security/iam: batchGet needs
+# datastore.entities.get; a commit that creates (exists=false) needs .create; one
+# conditioned on the document's updateTime (it exists) needs .update. The store
+# never deletes, lists, queries or opens a transaction, so roles/datastore.user
+# (which adds delete, list, and every database in the project) is not granted.
+EVENTS_PERMISSIONS=datastore.entities.create,datastore.entities.get,datastore.entities.update
+# Cloud Storage notifications: new objects only; a metadata update or a delete of
+# the same generation would repeat its event id (docs/events.md).
+NOTIFICATION_EVENT_TYPES=OBJECT_FINALIZE
 
 usage() {
     cat <<EOF
@@ -185,6 +221,22 @@ Organisation policies (each also an environment variable):
                           Cloud Build private pool, projects/P/locations/L/workerPools/W
                           (constraints/cloudbuild.allowedWorkerPools; env BUILD_WORKER_POOL)
 
+Keyed waits (docs/events.md):
+  --with-events           Turn keyed waits on: a Firestore database in Native mode
+                          (FIRESTORE_DATABASE, default (default), created in FIRESTORE_LOCATION,
+                          default the region, if missing), TTL policies on its collection groups,
+                          a custom role with the three document permissions the store uses,
+                          granted on that database only (env WITH_EVENTS=true). Dropped again,
+                          the grant and the settings go; the database stays (see --destroy)
+  --event-topic TOPIC=TEMPLATE
+                          Deliver an existing topic's messages to the relay as events, keyed by
+                          TEMPLATE (e.g. 'orders-shipped=order:{attributes.orderId}', or a JSON
+                          object with key and event_id); repeatable (env EVENT_TOPIC_SPECS, one
+                          per line). Needs --with-events
+  --event-bucket BUCKET   Deliver new objects of a Cloud Storage bucket as events keyed
+                          gs://BUCKET/OBJECT: a notification (OBJECT_FINALIZE) to the topic
+                          BUCKET_TOPIC_PREFIX+BUCKET; repeatable (env EVENT_BUCKETS). Needs --with-events
+
 Modes:
   --status                Read-only check: exit 0 when all is OK, 1 on any FAIL, 2 when some
                           checks have no data (UNKNOWN) and none failed
@@ -205,7 +257,11 @@ Resource names come from the environment (defaults in brackets):
   PUSH_SA_NAME [$PUSH_SA_NAME]  BUILD_SA_NAME [$BUILD_SA_NAME]
   WORKFLOW_SA_NAME [$WORKFLOW_SA_NAME]  CUSTOM_ROLE_ID [$CUSTOM_ROLE_ID]
   ARTIFACT_REPOSITORY [$ARTIFACT_REPOSITORY]  LOG_METRIC [$LOG_METRIC]
-  ALERT_POLICY_NAME [$ALERT_POLICY_NAME]
+  ALERT_POLICY_NAME [$ALERT_POLICY_NAME]  EVENTS_ROLE_ID [$EVENTS_ROLE_ID]
+  BUCKET_TOPIC_PREFIX [$BUCKET_TOPIC_PREFIX]  EVENT_SUBSCRIPTION_PREFIX [$EVENT_SUBSCRIPTION_PREFIX]
+Keyed waits: FIRESTORE_DATABASE, FIRESTORE_LOCATION, EVENT_TTL_SECONDS, EVENTS_GRANT_SCOPE
+  [$EVENTS_GRANT_SCOPE: the role on the database only, or project], and
+  EVENTS_PYTHON [$EVENTS_PYTHON] to check the templates with the relay's own parser.
 Delivery policy: MIN_RETRY_DELAY [$MIN_RETRY_DELAY s], MAX_RETRY_DELAY [$MAX_RETRY_DELAY s],
   DEAD_LETTER_RETENTION [$DEAD_LETTER_RETENTION] on $DEAD_LETTER_SUBSCRIPTION,
   ALERT_OLDEST_UNACKED_SECONDS [the retry window].
@@ -378,12 +434,60 @@ read_policy() {
     if [[ -z ${POLICIES[$key]+read} ]]; then
         local -a group
         read -r -a group <<<"$kind"
-        query "${group[@]}" get-iam-policy "$resource" "$@" \
-            --flatten="bindings[].members" \
-            --format="value(bindings.role,bindings.members)" || return 1
-        POLICIES[$key]=$QUERY_OUT
+        if [[ $kind == projects ]]; then
+            # The project's policy may hold conditional bindings (ours: the event
+            # store's role on one database); the expression comes last, as it may hold '|'.
+            query projects get-iam-policy "$resource" "$@" \
+                --flatten="bindings[].members" \
+                --format='value[separator="|"](bindings.role,bindings.members,bindings.condition.title,bindings.condition.description,bindings.condition.expression)' || return 1
+            POLICIES[$key]=$(fold_conditions)
+        else
+            query "${group[@]}" get-iam-policy "$resource" "$@" \
+                --flatten="bindings[].members" \
+                --format="value(bindings.role,bindings.members)" || return 1
+            POLICIES[$key]=$QUERY_OUT
+        fi
     fi
     POLICY=${POLICIES[$key]}
+}
+
+# A conditional binding is kept as a "role" of its own: ROLE, then its
+# expression, title and description, each after a unit separator (US). So a role
+# held with another condition, or none, is another role, and converges like one.
+US=$'\x1f'
+fold_conditions() {
+    local role member title description expression out=""
+    while IFS='|' read -r role member title description expression; do
+        [[ -n $role ]] || continue
+        [[ -z $expression ]] || role+="$US$expression$US$title$US$description"
+        out+="$role"$'\t'"$member"$'\n'
+    done <<<"$QUERY_OUT"
+    printf '%s' "$out"
+}
+
+# A role as people read it: ROLE, or ROLE (if EXPRESSION).
+role_text() {
+    if [[ $1 == *"$US"* ]]; then
+        local role expression rest
+        IFS=$US read -r role expression rest <<<"$1"
+        printf '%s (if %s)' "$role" "$expression"
+    else
+        printf '%s' "$1"
+    fi
+}
+
+# gcloud's --condition value for a folded role: expression, title and description,
+# split on a delimiter none of them holds (gcloud topic escaping).
+condition_flag() {
+    local role expression title description delimiter
+    IFS=$US read -r role expression title description <<<"$1"
+    for delimiter in ',' '|' ';' '#' '~' '!'; do
+        [[ $expression$title$description == *"$delimiter"* ]] || break
+    done
+    local value="expression=$expression${delimiter}title=$title"
+    [[ -z $description ]] || value+="${delimiter}description=$description"
+    [[ $delimiter == , ]] || value="^$delimiter^$value"
+    printf -- '--condition=%s' "$value"
 }
 
 # The members that hold ROLE on a resource, one per line.
@@ -401,7 +505,12 @@ iam_cmd() {
     read -r -a group <<<"$kind"
     # Project policies may hold conditional bindings; gcloud then insists on
     # an explicit --condition (None = unconditional).
-    [[ $kind != projects ]] || extra=(--condition=None)
+    if [[ $kind == projects && $role == *"$US"* ]]; then
+        extra=("$(condition_flag "$role")")
+        role=${role%%"$US"*}
+    elif [[ $kind == projects ]]; then
+        extra=(--condition=None)
+    fi
     IAM_CMD=(gcloud "${group[@]}" "$verb" "$resource" "$@" "${extra[@]}" --member="$member" --role="$role")
 }
 
@@ -490,7 +599,7 @@ converge_project_roles() {
         [[ -n $role ]] || continue
         if has_line "$held" "$role"; then
             iam_in_place add-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
-            [[ $IAM_MODE == print ]] || say "    = $role for $member on project $PROJECT_ID"
+            [[ $IAM_MODE == print ]] || say "    = $(role_text "$role") for $member on project $PROJECT_ID"
         else
             iam_change add-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
         fi
@@ -581,6 +690,9 @@ while (($# > 0)); do
     --alert-channel) need_value "$@"; ALERT_CHANNEL=$2; shift 2 ;;
     --use-invoker-role) USE_INVOKER_ROLE=true; shift ;;
     --legacy-token-creator) LEGACY_TOKEN_CREATOR=true; shift ;;
+    --with-events) WITH_EVENTS=true; shift ;;
+    --event-topic) need_value "$@"; EVENT_TOPIC_SPECS+=$'\n'"$2"; shift 2 ;;
+    --event-bucket) need_value "$@"; EVENT_BUCKETS+=" $2"; shift 2 ;;
     --no-legacy-token-creator) LEGACY_TOKEN_CREATOR=false; shift ;;
     --kms-key) need_value "$@"; KMS_KEY=$2; shift 2 ;;
     --topic-kms-key) need_value "$@"; TOPIC_KMS_KEY=$2; shift 2 ;;
@@ -634,7 +746,7 @@ check_int() {
 
 validate() {
     local flag name entry member
-    for flag in SKIP_DEMO_WORKFLOW WITH_HTTP_FUNCTION LEGACY_TOKEN_CREATOR USE_INVOKER_ROLE; do
+    for flag in SKIP_DEMO_WORKFLOW WITH_HTTP_FUNCTION LEGACY_TOKEN_CREATOR USE_INVOKER_ROLE WITH_EVENTS; do
         [[ ${!flag} == true || ${!flag} == false ]] || die "$flag must be true or false, not '${!flag}'"
     done
     case $IAM_MODE in
@@ -660,7 +772,10 @@ validate() {
     for name in FUNCTION_SA_NAME PUSH_SA_NAME WORKFLOW_SA_NAME BUILD_SA_NAME LEGACY_TRIGGER_SA_NAME; do
         check_name "$name" "${!name}" '^[a-z][-a-z0-9]{4,28}[a-z0-9]$' "a service account id: 6-30 lowercase letters, digits or hyphens"
     done
-    check_name CUSTOM_ROLE_ID "$CUSTOM_ROLE_ID" '^[a-zA-Z0-9_.]{3,64}$' "3-64 letters, digits, underscores or dots"
+    for name in CUSTOM_ROLE_ID EVENTS_ROLE_ID; do
+        check_name "$name" "${!name}" '^[a-zA-Z0-9_.]{3,64}$' "3-64 letters, digits, underscores or dots"
+    done
+    [[ $CUSTOM_ROLE_ID != "$EVENTS_ROLE_ID" ]] || die "CUSTOM_ROLE_ID and EVENTS_ROLE_ID must differ"
     check_name LOG_METRIC "$LOG_METRIC" '^[a-zA-Z0-9][-a-zA-Z0-9_.]{0,99}$' "letters, digits, hyphens, underscores or dots"
     # The workflow's name goes into ALLOWED_WORKFLOWS and the function's
     # environment: nothing but a Workflows id.
@@ -752,11 +867,134 @@ validate() {
     fi
     [[ $ALERT_POLICY_NAME =~ ^[^\"\\]+$ ]] || die "ALERT_POLICY_NAME must not be empty or hold quotes or backslashes"
     [[ -x $(command -v "$DEPLOY_SLEEP" 2>/dev/null || true) ]] || die "DEPLOY_SLEEP '$DEPLOY_SLEEP' is not a command"
+    validate_events
     [[ -f $SCRIPT_DIR/function/main.py ]] || die "function/main.py not found next to $PROG"
     [[ -f $SCRIPT_DIR/workflow.yaml ]] || $SKIP_DEMO_WORKFLOW || die "workflow.yaml not found next to $PROG"
 }
 PUBLISHER_MEMBERS=()
 HTTP_INVOKER_MEMBERS=()
+
+# Topic ids, narrowed as RELAY_TOPIC's are; a bucket name
+# (https://cloud.google.com/storage/docs/buckets#naming).
+TOPIC_ID_RE='^[a-zA-Z][a-zA-Z0-9._-]{2,254}$'
+BUCKET_RE='^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$'
+EVENT_TOPIC_NAMES=()   # the --event-topic topics (ids), in order
+EVENT_BUCKET_NAMES=()  # the --event-bucket buckets
+EVENT_TOPICS_JSON=""   # the function's EVENT_TOPICS
+
+# The keyed-wait inputs, each checked before anything changes; EVENT_TOPICS is
+# built and then parsed by the relay's own parser, so a template the relay would
+# refuse at start-up is refused here.
+validate_events() {
+    local spec topic template bucket name
+    local -a specs=() buckets=()
+    if [[ -n $FIRESTORE_DATABASE ]]; then
+        # gcloud firestore databases create --help: 4-63 of [a-z0-9-], a letter
+        # first, a letter or digit last, not UUID-like; or (default).
+        if [[ $FIRESTORE_DATABASE != "(default)" ]]; then
+            check_name FIRESTORE_DATABASE "$FIRESTORE_DATABASE" '^[a-z][a-z0-9-]{2,61}[a-z0-9]$' "(default), or 4-63 lowercase letters, digits or hyphens, a letter first"
+            [[ ! $FIRESTORE_DATABASE =~ ^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$ ]] || die "FIRESTORE_DATABASE must not look like a UUID"
+        fi
+    fi
+    [[ -z $FIRESTORE_LOCATION ]] || check_name FIRESTORE_LOCATION "$FIRESTORE_LOCATION" '^[a-z][a-z0-9-]{1,30}[a-z0-9]$' "a Firestore location such as us-central1 or nam5"
+    case $EVENTS_GRANT_SCOPE in
+    database | project) ;;
+    *) die "EVENTS_GRANT_SCOPE must be database or project, not '$EVENTS_GRANT_SCOPE'" ;;
+    esac
+    # The relay reads 0 to 7 days (keyed_message.MAX_TTL_SECONDS).
+    [[ -z $EVENT_TTL_SECONDS ]] || check_int EVENT_TTL_SECONDS EVENT_TTL_SECONDS 0 604800
+    while IFS= read -r spec; do
+        [[ -z ${spec//[[:space:]]/} ]] || specs+=("$spec")
+    done <<<"$EVENT_TOPIC_SPECS"
+    mapfile -t buckets < <(split_list "$EVENT_BUCKETS")
+    if ! $WITH_EVENTS; then
+        ((${#specs[@]} + ${#buckets[@]} == 0)) || die "--event-topic and --event-bucket need --with-events (the relay refuses EVENT_TOPICS while keyed waits are off)"
+        [[ -z $FIRESTORE_DATABASE$FIRESTORE_LOCATION$EVENT_TTL_SECONDS ]] || die "FIRESTORE_DATABASE, FIRESTORE_LOCATION and EVENT_TTL_SECONDS need --with-events"
+        return 0
+    fi
+    EVENT_TOPIC_NAMES=() EVENT_BUCKET_NAMES=()
+    local -a entries=()
+    local -A seen=()
+    for spec in "${specs[@]}"; do
+        [[ $spec == *=* ]] || die "--event-topic '$spec' is not TOPIC=TEMPLATE"
+        topic=${spec%%=*} template=${spec#*=}
+        # A push subscription must be in the function's project (internal ingress
+        # admits Pub/Sub from the same project only), so is the topic it reads here.
+        if [[ $topic == projects/* ]]; then
+            [[ $topic == "projects/$PROJECT_ID/topics/"* ]] || die "--event-topic '$topic' is in another project: only topics of $PROJECT_ID can be wired (its push subscription must be in the function's project)"
+            topic=${topic#"projects/$PROJECT_ID/topics/"}
+        fi
+        check_name "--event-topic" "$topic" "$TOPIC_ID_RE" "a topic id (3-255 letters, digits, dots, underscores or hyphens, starting with a letter) or projects/$PROJECT_ID/topics/ID"
+        [[ $topic != goog* ]] || die "--event-topic '$topic' must not start with 'goog'"
+        [[ $topic != "$RELAY_TOPIC" && $topic != "$DEAD_LETTER_TOPIC" ]] || die "--event-topic '$topic' is the relay's own topic or its dead-letter topic"
+        [[ -z ${seen[$topic]+x} ]] || die "--event-topic '$topic' is given twice"
+        [[ -n $template ]] || die "--event-topic '$topic' has an empty template"
+        seen[$topic]=1
+        EVENT_TOPIC_NAMES+=("$topic")
+        entries+=("$topic" "$template")
+    done
+    for bucket in "${buckets[@]}"; do
+        bucket=${bucket#gs://}
+        bucket=${bucket%/}
+        check_name "--event-bucket" "$bucket" "$BUCKET_RE" "a bucket name (3-222 lowercase letters, digits, dots, underscores or hyphens)"
+        [[ $bucket != goog* ]] || die "--event-bucket '$bucket' must not start with 'goog'"
+        topic="$(bucket_topic "$bucket")"
+        check_name "the topic of bucket $bucket" "$topic" "$TOPIC_ID_RE" "BUCKET_TOPIC_PREFIX + the bucket must be a topic id of at most 255 characters"
+        [[ -z ${seen[$topic]+x} ]] || die "--event-bucket '$bucket' is given twice, or its topic $topic is also an --event-topic"
+        seen[$topic]=1
+        EVENT_BUCKET_NAMES+=("$bucket")
+        entries+=("$topic" "cloud-storage")
+    done
+    for topic in "${EVENT_TOPIC_NAMES[@]}" "${EVENT_BUCKET_NAMES[@]/#/$BUCKET_TOPIC_PREFIX}"; do
+        name="$(event_subscription "$topic")"
+        check_name "the push subscription of $topic" "$name" '^[a-zA-Z][a-zA-Z0-9._-]{2,254}$' "EVENT_SUBSCRIPTION_PREFIX + the topic must be a subscription id of at most 255 characters"
+    done
+    ((${#entries[@]} > 0)) || return 0
+    event_topics_json "${entries[@]}"
+}
+
+bucket_topic() { printf '%s%s' "$BUCKET_TOPIC_PREFIX" "$1"; }
+event_subscription() { printf '%s%s' "$EVENT_SUBSCRIPTION_PREFIX" "$1"; }
+
+# EVENT_TOPICS from TOPIC TEMPLATE pairs: a template that is a JSON object is taken
+# as one ({"key", "event_id"}), anything else as a key template. The relay's own
+# parser (function/callback_relay/event_topics.py) must accept the result.
+event_topics_json() {
+    command -v "$EVENTS_PYTHON" >/dev/null || die "--event-topic and --event-bucket need Python 3.10 or newer ($EVENTS_PYTHON) to check the templates with the relay's own parser; set EVENTS_PYTHON"
+    local out status=0
+    # Its reasons go to stderr as they come; only the JSON is kept.
+    out="$("$EVENTS_PYTHON" - "$SCRIPT_DIR/function" "$@" <<'PY'
+import json
+import sys
+
+if sys.version_info < (3, 10):
+    sys.exit(f"Python {sys.version.split()[0]} is too old to check the templates: set EVENTS_PYTHON to Python 3.10 or newer")
+sys.path.insert(0, sys.argv[1])
+from callback_relay.errors import ConfigError  # noqa: E402
+from callback_relay.event_topics import parse_event_topics  # noqa: E402
+
+pairs = sys.argv[2:]
+config = {}
+for topic, template in zip(pairs[::2], pairs[1::2]):
+    try:
+        value = json.loads(template)
+    except ValueError:
+        value = template
+    config[topic] = value if isinstance(value, dict) else template
+text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+try:
+    parse_event_topics(text)
+except ConfigError as exc:
+    sys.exit(f"EVENT_TOPICS would be refused by the relay: {exc}")
+print(text)
+PY
+)" || status=$?
+    ((status == 0)) && [[ $out == \{* ]] || die "--event-topic: the templates were not accepted (above); nothing was changed"
+    # A function's variables, names and values, hold at most 32 KiB in all
+    # (https://cloud.google.com/run/docs/configuring/services/overview-environment-variables).
+    ((${#out} <= 30000)) || die "EVENT_TOPICS would be ${#out} bytes; a function's environment holds at most 32 KiB: wire fewer topics or shorter templates"
+    EVENT_TOPICS_JSON=$out
+}
 
 command -v gcloud >/dev/null || die "gcloud is not on PATH: install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install)"
 
@@ -789,13 +1027,21 @@ if $USE_INVOKER_ROLE; then
 else
     FUNCTION_ROLE=$CUSTOM_ROLE
 fi
+# Keyed waits: the database, where it is made, and the one grant on it.
+EVENTS_DATABASE=${FIRESTORE_DATABASE:-"(default)"}
+EVENTS_LOCATION=${FIRESTORE_LOCATION:-$REGION}
+EVENTS_ROLE="projects/$PROJECT_ID/roles/$EVENTS_ROLE_ID"
+# The custom role on this database only: an IAM condition on its resource name
+# (Firestore has no per-database IAM policy of its own), folded as read_policy keeps it.
+EVENTS_GRANT="$EVENTS_ROLE${US}resource.name == \"projects/$PROJECT_ID/databases/$EVENTS_DATABASE\"${US}workflows-callback-relay event store${US}Documents of the database $EVENTS_DATABASE only"
+[[ $EVENTS_GRANT_SCOPE == database ]] || EVENTS_GRANT=$EVENTS_ROLE
 IMAGE_REPOSITORY=${DOCKER_REPOSITORY:-projects/$PROJECT_ID/locations/$REGION/repositories/$ARTIFACT_REPOSITORY}
 EGRESS_SETTINGS=${EGRESS_SETTINGS:-${VPC_CONNECTOR:+private-ranges-only}}
 P=(--project="$PROJECT_ID")
 # "Does not exist" is a propagation delay only for an account this run may just
 # have created, or a Google service agent; a --publisher typo fails at once.
 OWN_ACCOUNTS_RE="($FUNCTION_SA_NAME|$PUSH_SA_NAME|$BUILD_SA_NAME|$WORKFLOW_SA_NAME)@$PROJECT_ID\.iam\.gserviceaccount\.com|service-[0-9]+@[a-z-]+\.iam\.gserviceaccount\.com"
-TRANSIENT_RE="iam\.serviceaccounts\.actas|($OWN_ACCOUNTS_RE).{0,60}(does not exist|not found)|(does not exist|not found).{0,60}($OWN_ACCOUNTS_RE)|missing permission on the build service account|service agent"
+TRANSIENT_RE="iam\.serviceaccounts\.actas|($OWN_ACCOUNTS_RE).{0,60}(does not exist|not found)|(does not exist|not found).{0,60}($OWN_ACCOUNTS_RE)|missing permission on the build service account|service agent|gs-project-accounts\.iam\.gserviceaccount\.com.{0,3} does not have permission to publish|enabled this API recently"
 
 # Every labelled resource: app=..., component=<what it is>.
 LABELS="app=$APP_LABEL,component="
@@ -832,6 +1078,16 @@ summary() {
     [[ -z $BUILD_WORKER_POOL ]] || say "  build worker pool  $BUILD_WORKER_POOL"
     if [[ -n $ALERT_CHANNEL ]]; then
         say "  alert policy       $ALERT_POLICY_NAME -> $ALERT_CHANNEL"
+    fi
+    if $WITH_EVENTS; then
+        say "  keyed waits        Firestore database $EVENTS_DATABASE (created in $EVENTS_LOCATION if missing), role $EVENTS_ROLE_ID on $([[ $EVENTS_GRANT_SCOPE == database ]] && printf 'it only' || printf 'every database of the project (EVENTS_GRANT_SCOPE=project)')${EVENT_TTL_SECONDS:+, events kept ${EVENT_TTL_SECONDS}s}"
+        local topic
+        for topic in "${EVENT_TOPIC_NAMES[@]}"; do
+            say "  event topic        $topic -> $(event_subscription "$topic")"
+        done
+        for topic in "${EVENT_BUCKET_NAMES[@]}"; do
+            say "  event bucket       gs://$topic ($NOTIFICATION_EVENT_TYPES) -> topic $(bucket_topic "$topic") -> $(event_subscription "$(bucket_topic "$topic")")"
+        done
     fi
 }
 
@@ -905,6 +1161,8 @@ enable_apis() {
     # Only the CMEK grants name the Eventarc agent (see cmek_agents).
     [[ -z $KMS_KEY ]] || apis+=(eventarc.googleapis.com)
     [[ -z $VPC_CONNECTOR ]] || apis+=(vpcaccess.googleapis.com)
+    ! $WITH_EVENTS || apis+=(firestore.googleapis.com)
+    ((${#EVENT_BUCKET_NAMES[@]} == 0)) || apis+=(storage.googleapis.com)
     if query services list --enabled "${P[@]}" --format="value(config.name)"; then
         enabled=$QUERY_OUT
     fi
@@ -1156,30 +1414,43 @@ create_service_accounts() {
 }
 
 ensure_custom_role() {
+    ensure_role "$CUSTOM_ROLE_ID" CUSTOM_ROLE_ID "$CALLBACK_PERMISSION" "Workflows callback sender" \
+        "Only $CALLBACK_PERMISSION: resume a waiting execution, nothing else"
+}
+
+# The keyed waits' store: read, create and update documents; never delete or list.
+ensure_events_role() {
+    ensure_role "$EVENTS_ROLE_ID" EVENTS_ROLE_ID "$EVENTS_PERMISSIONS" "workflows-callback-relay event store" \
+        "Read, create and update Firestore documents (no delete, no list): the keyed waits of workflows-callback-relay"
+}
+
+# ensure_role ID VARIABLE PERMISSIONS TITLE DESCRIPTION: a project custom role
+# holding exactly PERMISSIONS (comma-separated).
+ensure_role() {
+    local id=$1 variable=$2 wanted=$3 title=$4 description=$5
     # https://cloud.google.com/iam/docs/creating-custom-roles#deleting-custom-role:
     # a deleted role can be undeleted for 7 days; after that it is purged and
     # its ID cannot be reused until 37 days after the deletion.
-    step "Create the custom role $CUSTOM_ROLE_ID" "Creating roles needs iam.roles.create/get/update/undelete (roles/iam.roleAdmin). A custom role deleted more than 7 days ago cannot be undeleted, and its ID cannot be reused until 37 days after the deletion: run again with CUSTOM_ROLE_ID=another-id (e.g. ${CUSTOM_ROLE_ID}2)."
+    step "Create the custom role $id" "Creating roles needs iam.roles.create/get/update/undelete (roles/iam.roleAdmin). A custom role deleted more than 7 days ago cannot be undeleted, and its ID cannot be reused until 37 days after the deletion: run again with $variable=another-id (e.g. ${id}2)."
     local deleted permissions
     local -a role_cmd=()
-    if query iam roles describe "$CUSTOM_ROLE_ID" "${P[@]}" --format='value[separator="|"](deleted,includedPermissions)'; then
+    if query iam roles describe "$id" "${P[@]}" --format='value[separator="|"](deleted,includedPermissions)'; then
         # "|", not the default tab: read would merge the empty fields around a tab.
         IFS='|' read -r deleted permissions <<<"$QUERY_OUT"
         if [[ ${deleted,,} == true ]]; then
-            role_cmd=(gcloud iam roles undelete "$CUSTOM_ROLE_ID" "${P[@]}")
+            role_cmd=(gcloud iam roles undelete "$id" "${P[@]}")
             if [[ $IAM_MODE == print ]]; then iam_identity_missing "${role_cmd[@]}"; else run "${role_cmd[@]}"; fi
         fi
-        if [[ $permissions != "$CALLBACK_PERMISSION" ]]; then
-            role_cmd=(gcloud iam roles update "$CUSTOM_ROLE_ID" "${P[@]}" --permissions="$CALLBACK_PERMISSION" --quiet)
+        # value() joins the permissions with ';'.
+        if ! same_items "$permissions" "${wanted//,/;}"; then
+            role_cmd=(gcloud iam roles update "$id" "${P[@]}" --permissions="$wanted" --quiet)
             if [[ $IAM_MODE == print ]]; then iam_identity_missing "${role_cmd[@]}"; else run "${role_cmd[@]}"; fi
         else
-            say "    = role $CUSTOM_ROLE ($CALLBACK_PERMISSION)"
+            say "    = role projects/$PROJECT_ID/roles/$id ($wanted)"
         fi
     else
-        role_cmd=(gcloud iam roles create "$CUSTOM_ROLE_ID" "${P[@]}"
-            --title="Workflows callback sender"
-            --description="Only $CALLBACK_PERMISSION: resume a waiting execution, nothing else"
-            --permissions="$CALLBACK_PERMISSION" --stage=GA)
+        role_cmd=(gcloud iam roles create "$id" "${P[@]}" --title="$title" --description="$description"
+            --permissions="$wanted" --stage=GA)
         if [[ $IAM_MODE == print ]]; then iam_identity_missing "${role_cmd[@]}"; else run "${role_cmd[@]}"; fi
     fi
 }
@@ -1188,7 +1459,10 @@ ensure_custom_role() {
 # exactly; any other project role they hold is removed.
 project_roles_of() {
     case $1 in
-    "$FUNCTION_SA") printf '%s\n' "$FUNCTION_ROLE" ;;
+    "$FUNCTION_SA")
+        printf '%s\n' "$FUNCTION_ROLE"
+        ! $WITH_EVENTS || printf '%s\n' "$EVENTS_GRANT"
+        ;;
     # Workflows has no per-workflow IAM, so the callback permission is granted
     # on the project; ALLOWED_WORKFLOWS narrows what the relay will call.
     "$BUILD_SA") printf '%s\n' "$BUILD_ROLE" ;;
@@ -1221,26 +1495,49 @@ grant_publishers() {
     converge_members "pubsub topics" "$RELAY_TOPIC" roles/pubsub.publisher "$(publisher_members)" "${P[@]}"
 }
 
+# The functions' environment, as NAME=VALUE lines (in the order earlier versions
+# used, so that their deploy_hash still matches).
+function_env() {
+    local -a env=(
+        "ALLOWED_WORKFLOWS=$ALLOWED"
+        "CALLBACK_RETRY_DEADLINE_SECONDS=$CALLBACK_RETRY_DEADLINE_SECONDS"
+        "CALLBACK_CONNECT_TIMEOUT_SECONDS=$CALLBACK_CONNECT_TIMEOUT_SECONDS"
+        "CALLBACK_READ_TIMEOUT_SECONDS=$CALLBACK_READ_TIMEOUT_SECONDS"
+        "LOG_LEVEL=$LOG_LEVEL"
+        # functions-framework serves with gunicorn; one thread per concurrent request.
+        "THREADS=$FUNCTION_CONCURRENCY"
+    )
+    if $WITH_EVENTS; then
+        # The store's project: Cloud Run functions set no GOOGLE_CLOUD_PROJECT of their own
+        # (https://cloud.google.com/run/docs/configuring/services/overview-environment-variables).
+        env+=("EVENT_STORE=firestore" "GOOGLE_CLOUD_PROJECT=$PROJECT_ID")
+        [[ -z $FIRESTORE_DATABASE ]] || env+=("FIRESTORE_DATABASE=$FIRESTORE_DATABASE")
+        [[ -z $EVENT_TTL_SECONDS ]] || env+=("EVENT_TTL_SECONDS=$EVENT_TTL_SECONDS")
+        [[ -z $EVENT_TOPICS_JSON ]] || env+=("EVENT_TOPICS=$EVENT_TOPICS_JSON")
+    fi
+    printf '%s\n' "${env[@]}"
+}
+
+# The --set-env-vars value: gcloud's list escaping (gcloud topic escaping), '^D^'
+# with a delimiter D that no value holds, so that ALLOWED_WORKFLOWS's commas and
+# the JSON of EVENT_TOPICS stay whole. validate() keeps '@' out of every value but
+# EVENT_TOPICS, whose templates may hold anything printable.
 function_env_vars() {
-    # '^@^' makes @ the list separator, so ALLOWED_WORKFLOWS may hold commas
-    # (gcloud topic escaping); validate() keeps '@' out of every value.
-    local env_vars="^@^ALLOWED_WORKFLOWS=$ALLOWED"
-    env_vars+="@CALLBACK_RETRY_DEADLINE_SECONDS=$CALLBACK_RETRY_DEADLINE_SECONDS"
-    env_vars+="@CALLBACK_CONNECT_TIMEOUT_SECONDS=$CALLBACK_CONNECT_TIMEOUT_SECONDS"
-    env_vars+="@CALLBACK_READ_TIMEOUT_SECONDS=$CALLBACK_READ_TIMEOUT_SECONDS"
-    env_vars+="@LOG_LEVEL=$LOG_LEVEL"
-    # functions-framework serves with gunicorn; one thread per concurrent request.
-    env_vars+="@THREADS=$FUNCTION_CONCURRENCY"
-    printf '%s' "$env_vars"
+    local env delimiter
+    env="$(function_env)"
+    for delimiter in @ '|' '#' '~' '!' '%' '&' '*' '+' ';' ':'; do
+        [[ $env == *"$delimiter"* ]] || break
+    done
+    [[ $env != *"$delimiter"* ]] || die "the functions' environment holds every delimiter gcloud could split it on; simplify the --event-topic templates"
+    printf '^%s^%s' "$delimiter" "${env//$'\n'/$delimiter}"
 }
 
 # The environment as `value(serviceConfig.environmentVariables)` prints it: key=value
-# pairs joined by ';' in key order. (validate() keeps ';' and '@' out of the values.)
+# pairs joined by ';' (in key order there: same_items compares them as sets).
 wanted_env_text() {
-    local env_vars
-    env_vars=$(function_env_vars)
-    env_vars=${env_vars#^@^}
-    printf '%s' "${env_vars//@/;}"
+    local env
+    env="$(function_env)"
+    printf '%s' "${env//$'\n'/;}"
 }
 
 # --ingress-settings value -> the API's serviceConfig.ingressSettings
@@ -1643,6 +1940,281 @@ deploy_workflow() {
     run gcloud workflows deploy "$WORKFLOW_NAME" "${flags[@]}" --labels="${LABELS}workflow,deploy_hash=$fingerprint"
 }
 
+# --- keyed waits: the Firestore store ------------------------------------------------------
+DB_TYPE=""
+DB_LOCATION=""
+describe_database() {
+    DB_TYPE="" DB_LOCATION=""
+    query firestore databases describe --database="$EVENTS_DATABASE" "${P[@]}" \
+        --format='value[separator="|"](type,locationId)' || return 1
+    IFS='|' read -r DB_TYPE DB_LOCATION <<<"$QUERY_OUT"
+}
+
+# Firestore's locations are not Cloud Run's regions (multi-regions such as nam5,
+# and regions one may have and not the other): the API's own list decides
+# (https://cloud.google.com/firestore/docs/locations).
+check_firestore_location() {
+    local locations=""
+    if query firestore locations list "${P[@]}" --format="value(locationId)"; then
+        locations=$QUERY_OUT
+    fi
+    if [[ -z $locations ]]; then
+        $DRY_RUN || warn "could not list Firestore's locations; the database is created in $EVENTS_LOCATION and the API says if it cannot be"
+        return 0
+    fi
+    if ! has_line "$locations" "$EVENTS_LOCATION"; then
+        local why="FIRESTORE_LOCATION"
+        [[ -n $FIRESTORE_LOCATION ]] || why="the function's region (--region)"
+        die "$EVENTS_LOCATION, $why, is not a Firestore location. Set FIRESTORE_LOCATION to one of: $(members_text "$locations") (https://cloud.google.com/firestore/docs/locations; a multi-region such as nam5 or eur3 spans several regions). Nothing was changed by this check."
+    fi
+}
+
+# Before anything of keyed waits changes: the database is usable or can be made, and
+# every event source exists in this project.
+check_event_sources() {
+    $WITH_EVENTS || return 0
+    step "Check the keyed waits' database and event sources" "Reading needs datastore.databases.getMetadata (roles/datastore.viewer), pubsub.topics.get (roles/pubsub.viewer) and storage.buckets.get (roles/storage.admin, or a bucket role that holds it)."
+    if describe_database; then
+        [[ $DB_TYPE == FIRESTORE_NATIVE ]] ||
+            die "database $EVENTS_DATABASE is in ${DB_TYPE:-an unknown} mode, not Native mode: keyed waits use Firestore's document API. Set FIRESTORE_DATABASE to another id (deploy.sh creates it), or switch an empty database: gcloud firestore databases update --database=$EVENTS_DATABASE --type=firestore-native --project=$PROJECT_ID"
+        say "    = database $EVENTS_DATABASE, Native mode, in ${DB_LOCATION:-an unknown location}"
+        if [[ -n $FIRESTORE_LOCATION && $DB_LOCATION != "$FIRESTORE_LOCATION" ]]; then
+            warn "database $EVENTS_DATABASE is in $DB_LOCATION, not FIRESTORE_LOCATION=$FIRESTORE_LOCATION: a database's location never changes; it is used where it is"
+        fi
+    else
+        check_firestore_location
+        say "    database $EVENTS_DATABASE is missing: it will be created in $EVENTS_LOCATION"
+    fi
+    local topic bucket number
+    for topic in "${EVENT_TOPIC_NAMES[@]}"; do
+        if exists pubsub topics describe "$topic" "${P[@]}" --format="value(name)"; then
+            say "    = topic $topic"
+        elif $DRY_RUN; then
+            warn "topic $topic was not found: a real run stops here"
+        else
+            die "--event-topic $topic: no such topic in $PROJECT_ID. deploy.sh wires topics you already have; create it, or drop the flag."
+        fi
+    done
+    for bucket in "${EVENT_BUCKET_NAMES[@]}"; do
+        number=""
+        if query storage buckets describe "gs://$bucket" "${P[@]}" --raw --format="value(projectNumber)"; then
+            number=$QUERY_OUT
+        elif ! $DRY_RUN; then
+            die "--event-bucket $bucket: no such bucket, or it cannot be read"
+        fi
+        if [[ -n $number && $number != "$PROJECT_NUMBER" ]]; then
+            die "--event-bucket $bucket belongs to project number $number, not $PROJECT_ID ($PROJECT_NUMBER): its notifications would be published by that project's Cloud Storage service agent, which deploy.sh does not manage. Wire a bucket of this project."
+        fi
+        say "    = bucket gs://$bucket"
+    done
+}
+
+ensure_event_store() {
+    $WITH_EVENTS || return 0
+    step "Create the Firestore database $EVENTS_DATABASE and its TTL policies" "Needs datastore.databases.create/getMetadata and datastore.indexes.update (roles/datastore.owner). The (default) database's location may already be fixed by the project's default resource location: set FIRESTORE_LOCATION to it, or FIRESTORE_DATABASE to a new id."
+    if describe_database; then
+        say "    = database $EVENTS_DATABASE (Native mode, $DB_LOCATION)"
+    else
+        # Delete protection: the store holds the waits in flight; --destroy says how to lift it.
+        run gcloud firestore databases create --database="$EVENTS_DATABASE" --location="$EVENTS_LOCATION" \
+            --type=firestore-native --delete-protection "${P[@]}"
+    fi
+    # Expired waits and events carry expire_at; Firestore deletes them within about a
+    # day of it (https://cloud.google.com/firestore/docs/ttl), the relay ignores them
+    # before. --async: new documents are covered while existing ones are processed.
+    local ttls="" group state
+    if query firestore fields ttls list --database="$EVENTS_DATABASE" "${P[@]}" --format="value(name,ttlConfig.state)"; then
+        ttls=$QUERY_OUT
+    fi
+    for group in "${EVENT_COLLECTIONS[@]}"; do
+        state="$(ttl_state "$ttls" "$group")"
+        case $state in
+        ACTIVE | CREATING) say "    = TTL policy on $group.$EVENT_TTL_FIELD ($state)" ;;
+        *)
+            [[ $state == NONE ]] || say "    TTL policy on $group.$EVENT_TTL_FIELD is $state: enabled again"
+            run gcloud firestore fields ttls update "$EVENT_TTL_FIELD" --collection-group="$group" \
+                --database="$EVENTS_DATABASE" --enable-ttl --async "${P[@]}"
+            ;;
+        esac
+    done
+}
+
+# The state of the TTL policy on GROUP's expire_at, from "NAME<tab>STATE" lines; NONE without one.
+ttl_state() {
+    local name state
+    while IFS=$'\t' read -r name state; do
+        if [[ $name == */databases/"$EVENTS_DATABASE"/collectionGroups/"$2"/fields/"$EVENT_TTL_FIELD" ]]; then
+            printf '%s' "${state:-STATE_UNSPECIFIED}"
+            return 0
+        fi
+    done <<<"$1"
+    printf 'NONE'
+}
+
+# --- keyed waits: events from topics and buckets you already have ------------------------
+gcs_agent() { printf 'serviceAccount:service-%s@gs-project-accounts.iam.gserviceaccount.com' "$PROJECT_NUMBER"; }
+
+# Every topic whose messages are events: the --event-topic ones, then one per bucket.
+event_topics() {
+    local bucket
+    ((${#EVENT_TOPIC_NAMES[@]} == 0)) || printf '%s\n' "${EVENT_TOPIC_NAMES[@]}"
+    for bucket in "${EVENT_BUCKET_NAMES[@]}"; do
+        printf '%s\n' "$(bucket_topic "$bucket")"
+    done
+}
+
+# What deploy.sh made for events earlier, found by its labels: "NAME" lines.
+labelled() {
+    local kind=$1 component=$2
+    LABELLED=""
+    if query pubsub "$kind" list "${P[@]}" --filter="labels.app=$APP_LABEL AND labels.component=$component" \
+        --format="value(name)"; then
+        LABELLED=$QUERY_OUT
+    fi
+}
+
+# NOTIFICATIONS: "ID|TOPIC|EVENT TYPES|PAYLOAD FORMAT|PREFIX" lines of a bucket's
+# notification configurations (status 1: the bucket cannot be read).
+NOTIFICATION_FIELDS='"Notification Configuration".id,"Notification Configuration".topic,"Notification Configuration".event_types,"Notification Configuration".payload_format,"Notification Configuration".object_name_prefix'
+NOTIFICATIONS=""
+list_notifications() {
+    NOTIFICATIONS=""
+    query storage buckets notifications list "gs://$1" "${P[@]}" --format="value[separator=\"|\"]($NOTIFICATION_FIELDS)" || return 1
+    NOTIFICATIONS=$QUERY_OUT
+}
+
+notification_topic() { printf '//pubsub.googleapis.com/projects/%s/topics/%s' "$PROJECT_ID" "$1"; }
+
+# The notification ids on NOTIFICATIONS that publish to TOPIC: as wanted (new objects,
+# the object's JSON, every object) first in WANTED_IDS, the others in OTHER_IDS.
+WANTED_IDS=()
+OTHER_IDS=()
+sort_notifications() {
+    local topic id target types format prefix
+    topic="$(notification_topic "$1")"
+    WANTED_IDS=() OTHER_IDS=()
+    while IFS='|' read -r id target types format prefix; do
+        [[ -n $id && $target == "$topic" ]] || continue
+        if [[ $types == "$NOTIFICATION_EVENT_TYPES" && $format == JSON_API_V1 && -z $prefix ]]; then
+            WANTED_IDS+=("$id")
+        else
+            OTHER_IDS+=("$id")
+        fi
+    done <<<"$NOTIFICATIONS"
+}
+
+delete_notification() {
+    run gcloud storage buckets notifications delete "projects/_/buckets/$1/notificationConfigs/$2" "${P[@]}"
+}
+
+GCS_AGENT_READY=false
+# A bucket's events: its topic (ours), the Cloud Storage service agent as its only
+# publisher, and one notification of new objects to it
+# (https://cloud.google.com/storage/docs/reporting-changes). gcloud's own topic
+# set-up is skipped (--skip-topic-setup): it would grant outside --iam=print and
+# never converge.
+ensure_bucket_events() {
+    local bucket=$1 topic id
+    topic="$(bucket_topic "$bucket")"
+    ensure_topic "$topic" bucket-topic
+    if ! $GCS_AGENT_READY; then
+        # The agent exists once something asked for it (https://cloud.google.com/storage/docs/getting-service-agent).
+        if ! { role_members "pubsub topics" "$topic" roles/pubsub.publisher "${P[@]}" &&
+            has_line "$ROLE_MEMBERS" "$(gcs_agent)"; }; then
+            run gcloud storage service-agent "${P[@]}" --format=none
+        fi
+        GCS_AGENT_READY=true
+    fi
+    converge_members "pubsub topics" "$topic" roles/pubsub.publisher "$(gcs_agent)" "${P[@]}"
+    if ! list_notifications "$bucket"; then
+        $DRY_RUN || die "could not list the notifications of gs://$bucket"
+    fi
+    sort_notifications "$topic"
+    # One is enough: a second would deliver every object twice.
+    for id in "${WANTED_IDS[@]:1}" "${OTHER_IDS[@]}"; do
+        say "    notification $id of gs://$bucket is extra or differs: deleted (a notification cannot be changed)"
+        delete_notification "$bucket" "$id"
+    done
+    if ((${#WANTED_IDS[@]} > 0)); then
+        say "    = notification ${WANTED_IDS[0]}: gs://$bucket $NOTIFICATION_EVENT_TYPES -> $topic"
+    elif [[ $IAM_MODE == print ]] && ! { role_members "pubsub topics" "$topic" roles/pubsub.publisher "${P[@]}" &&
+        has_line "$ROLE_MEMBERS" "$(gcs_agent)"; }; then
+        say "    the notification of gs://$bucket waits for the grant above (--iam=print)"
+    else
+        run gcloud storage buckets notifications create "gs://$bucket" "${P[@]}" \
+            --topic="projects/$PROJECT_ID/topics/$topic" --event-types="$NOTIFICATION_EVENT_TYPES" \
+            --payload-format=json --skip-topic-setup --format=none
+    fi
+}
+
+# Every event topic pushed to the function as the relay topic is, and nothing more:
+# subscriptions, notifications and bucket topics no longer asked for go.
+configure_event_delivery() {
+    local topic bucket
+    if $WITH_EVENTS && ((${#EVENT_TOPIC_NAMES[@]} + ${#EVENT_BUCKET_NAMES[@]} > 0)); then
+        step "Deliver the event topics and buckets by push to the function" "Needs roles/pubsub.editor and roles/pubsub.admin (topic IAM), storage.buckets.update (roles/storage.admin) for notifications, and iam.serviceAccounts.actAs on $PUSH_SA."
+        for bucket in "${EVENT_BUCKET_NAMES[@]}"; do
+            ensure_bucket_events "$bucket"
+        done
+        while IFS= read -r topic; do
+            ensure_push_subscription "$(event_subscription "$topic")" "$topic" event-subscription
+        done < <(event_topics)
+    fi
+    stale_event_deliveries
+    ((${#STALE_SUBSCRIPTIONS[@]} + ${#STALE_TOPICS[@]} > 0)) || return 0
+    step "Remove the event deliveries no longer asked for" "Deleting needs roles/pubsub.editor and, for notifications, storage.buckets.update (roles/storage.admin)."
+    remove_event_deliveries "${STALE_SUBSCRIPTIONS[@]}" -- "${STALE_TOPICS[@]}"
+}
+
+# What deploy.sh made for events earlier (found by its labels) and this run does
+# not ask for: subscriptions in STALE_SUBSCRIPTIONS, bucket topics in STALE_TOPICS.
+STALE_SUBSCRIPTIONS=()
+STALE_TOPICS=()
+stale_event_deliveries() {
+    local wanted_topics wanted_subscriptions="" topic name
+    wanted_topics="$(event_topics)"
+    while IFS= read -r topic; do
+        [[ -z $topic ]] || wanted_subscriptions+="$(event_subscription "$topic")"$'\n'
+    done <<<"$wanted_topics"
+    STALE_SUBSCRIPTIONS=() STALE_TOPICS=()
+    labelled subscriptions event-subscription
+    while IFS= read -r name; do
+        [[ -z $name ]] || has_line "$wanted_subscriptions" "${name##*/}" || STALE_SUBSCRIPTIONS+=("${name##*/}")
+    done <<<"$LABELLED"
+    labelled topics bucket-topic
+    while IFS= read -r name; do
+        [[ -z $name ]] || has_line "$wanted_topics" "${name##*/}" || STALE_TOPICS+=("${name##*/}")
+    done <<<"$LABELLED"
+}
+
+# remove_event_deliveries SUBSCRIPTION... -- BUCKET_TOPIC...: a bucket topic's
+# notifications go first (Cloud Storage would publish into nothing), then the
+# subscriptions, then the topics. Messages still queued on a subscription go with it.
+remove_event_deliveries() {
+    local name topic bucket id
+    local -a subscriptions=()
+    while (($# > 0)) && [[ $1 != -- ]]; do
+        subscriptions+=("$1")
+        shift
+    done
+    shift
+    for topic in "$@"; do
+        bucket=${topic#"$BUCKET_TOPIC_PREFIX"}
+        if [[ $bucket != "$topic" ]] && list_notifications "$bucket"; then
+            sort_notifications "$topic"
+            for id in "${WANTED_IDS[@]}" "${OTHER_IDS[@]}"; do
+                delete_notification "$bucket" "$id"
+            done
+        fi
+    done
+    for name in "${subscriptions[@]}"; do
+        run gcloud pubsub subscriptions delete "$name" "${P[@]}" --quiet
+    done
+    for topic in "$@"; do
+        run gcloud pubsub topics delete "$topic" "${P[@]}" --quiet
+    done
+}
+
 # --- observability: the log-based metric and the alert policy ----------------------------
 TMP_FILES=()
 cleanup() {
@@ -1875,28 +2447,44 @@ EOF
   dead letters (after $MAX_DELIVERY_ATTEMPTS failed deliveries), to move them back:
              python -m tools.replay_dead_letters --project $PROJECT_ID --subscription $DEAD_LETTER_SUBSCRIPTION --topic $RELAY_TOPIC
 EOF
+    if $WITH_EVENTS; then
+        local sources
+        sources="$(event_topics)"
+        cat <<EOF
+             (a dead-lettered event goes back to its own topic: --topic TOPIC; the tool says which)
+
+Keyed waits are on: a workflow waits with the await_event subworkflow (docs/events.md),
+on the source relay${sources:+ or one of: ${sources//$'\n'/, }}.
+EOF
+    fi
 }
 
 deploy() {
     summary
     enable_apis
     lookup_project_number
+    check_event_sources
     create_service_identities
     check_regions
     create_service_accounts
     if ! $USE_INVOKER_ROLE; then
         ensure_custom_role
     fi
+    if $WITH_EVENTS; then
+        ensure_events_role
+    fi
     stop_for_missing_identities
     grant_project_roles
     create_topics
     ensure_repository
     grant_publishers
+    ensure_event_store
     stop_for_missing_build_grants
     deploy_function
     grant_push_invoker
     configure_delivery
     migrate_from_eventarc
+    configure_event_delivery
     delete_legacy_trigger_account
     deploy_http_function
     ensure_log_metric
@@ -1972,13 +2560,13 @@ check_project_roles() {
     while IFS= read -r role; do
         [[ -n $role ]] || continue
         iam_cmd add-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
-        if has_line "$held" "$role"; then ok "$role for $member on project $PROJECT_ID"; else problem "$role for $member on project $PROJECT_ID is missing" "$(quote_cmd "${IAM_CMD[@]}")"; fi
+        if has_line "$held" "$role"; then ok "$(role_text "$role") for $member on project $PROJECT_ID"; else problem "$(role_text "$role") for $member on project $PROJECT_ID is missing" "$(quote_cmd "${IAM_CMD[@]}")"; fi
     done <<<"$wanted"
     while IFS= read -r role; do
         [[ -n $role ]] || continue
         if ! has_line "$wanted" "$role"; then
             iam_cmd remove-iam-policy-binding projects "$PROJECT_ID" "$member" "$role"
-            problem "$member also holds $role on project $PROJECT_ID, which $PROG did not ask for" "$(quote_cmd "${IAM_CMD[@]}")"
+            problem "$member also holds $(role_text "$role") on project $PROJECT_ID, which $PROG did not ask for" "$(quote_cmd "${IAM_CMD[@]}")"
         fi
     done <<<"$held"
 }
@@ -2262,6 +2850,102 @@ status_extras() {
     fi
 }
 
+status_events() {
+    local redeploy=$1 topic bucket
+    if $WITH_EVENTS; then
+        if ! describe_database; then
+            problem "Firestore database $EVENTS_DATABASE not found: every keyed wait and event fails" "$redeploy"
+        elif [[ $DB_TYPE != FIRESTORE_NATIVE ]]; then
+            problem "Firestore database $EVENTS_DATABASE is in ${DB_TYPE:-an unknown} mode, not Native mode" "set FIRESTORE_DATABASE to another id, then $redeploy"
+        else
+            ok "Firestore database $EVENTS_DATABASE: Native mode, $DB_LOCATION"
+        fi
+        local ttls="" group state
+        if ! query firestore fields ttls list --database="$EVENTS_DATABASE" "${P[@]}" --format="value(name,ttlConfig.state)"; then
+            unknown "TTL policies of $EVENTS_DATABASE: they could not be read" "gcloud firestore fields ttls list --database=$EVENTS_DATABASE --project=$PROJECT_ID"
+        else
+            ttls=$QUERY_OUT
+            for group in "${EVENT_COLLECTIONS[@]}"; do
+                state="$(ttl_state "$ttls" "$group")"
+                local fix
+                fix="$(quote_cmd gcloud firestore fields ttls update "$EVENT_TTL_FIELD" --collection-group="$group" --database="$EVENTS_DATABASE" --enable-ttl --async "${P[@]}")"
+                case $state in
+                ACTIVE) ok "TTL policy on $group.$EVENT_TTL_FIELD: ACTIVE" ;;
+                # New documents are covered while the existing ones are processed.
+                CREATING) ok "TTL policy on $group.$EVENT_TTL_FIELD: CREATING (new documents already covered)" ;;
+                NONE) problem "no TTL policy on $group.$EVENT_TTL_FIELD: expired waits and events are never deleted" "$fix" ;;
+                *) problem "TTL policy on $group.$EVENT_TTL_FIELD is $state" "$fix" ;;
+                esac
+            done
+        fi
+        if query iam roles describe "$EVENTS_ROLE_ID" "${P[@]}" --format='value[separator="|"](deleted,includedPermissions)' &&
+            [[ ${QUERY_OUT%%|*} != [Tt]rue ]] && same_items "${QUERY_OUT#*|}" "${EVENTS_PERMISSIONS//,/;}"; then
+            ok "custom role $EVENTS_ROLE_ID holds only $EVENTS_PERMISSIONS"
+        else
+            problem "custom role $EVENTS_ROLE_ID is missing, deleted or holds other permissions" "$redeploy"
+        fi
+        # What the relay reads, exactly (the function's environment is checked above too).
+        if query functions describe "$FUNCTION_NAME" --region="$REGION" "${P[@]}" --v2 \
+            --format="value(serviceConfig.environmentVariables.EVENT_TOPICS)"; then
+            if [[ $QUERY_OUT == "$EVENT_TOPICS_JSON" ]]; then
+                ok "EVENT_TOPICS of $FUNCTION_NAME: ${EVENT_TOPICS_JSON:-none}"
+            else
+                problem "EVENT_TOPICS of $FUNCTION_NAME is '${QUERY_OUT}', want '${EVENT_TOPICS_JSON}'" "$redeploy"
+            fi
+        fi
+        for bucket in "${EVENT_BUCKET_NAMES[@]}"; do
+            topic="$(bucket_topic "$bucket")"
+            if ! describe_topic "$topic"; then
+                problem "topic $topic of gs://$bucket not found" "$redeploy"
+                continue
+            fi
+            check_members "pubsub topics" "$topic" roles/pubsub.publisher "$(gcs_agent)" "${P[@]}"
+            if ! list_notifications "$bucket"; then
+                unknown "notifications of gs://$bucket: the bucket could not be read" "gcloud storage buckets notifications list gs://$bucket --project=$PROJECT_ID"
+                continue
+            fi
+            sort_notifications "$topic"
+            if ((${#WANTED_IDS[@]} == 1 && ${#OTHER_IDS[@]} == 0)); then
+                ok "notification ${WANTED_IDS[0]}: gs://$bucket $NOTIFICATION_EVENT_TYPES -> $topic"
+            elif ((${#WANTED_IDS[@]} + ${#OTHER_IDS[@]} == 0)); then
+                problem "gs://$bucket has no notification to $topic: its new objects are no events" "$redeploy"
+            else
+                problem "gs://$bucket has ${#WANTED_IDS[@]} notification(s) to $topic as wanted and ${#OTHER_IDS[@]} otherwise (one $NOTIFICATION_EVENT_TYPES, JSON, every object, is wanted)" "$redeploy"
+            fi
+        done
+        while IFS= read -r topic; do
+            [[ -n $topic ]] || continue
+            local subscription drift line
+            subscription="$(event_subscription "$topic")"
+            if ! describe_subscription "$subscription"; then
+                problem "push subscription $subscription not found: nothing delivers $topic" "$redeploy"
+            elif [[ ${SUB[topic]} != "projects/$PROJECT_ID/topics/$topic" ]]; then
+                problem "push subscription $subscription reads ${SUB[topic]:-no topic}, not projects/$PROJECT_ID/topics/$topic" "gcloud pubsub subscriptions delete $subscription --project=$PROJECT_ID, then $redeploy"
+            else
+                push_subscription_flags "$topic"
+                drift="$(push_subscription_drift "$topic" event-subscription)"
+                if [[ -z $drift ]]; then
+                    ok "push subscription $subscription -> $(push_endpoint "$topic"); same delivery policy as $PUSH_SUBSCRIPTION"
+                else
+                    while IFS= read -r line; do
+                        problem "push subscription $subscription: $line" "$(quote_cmd gcloud pubsub subscriptions update "$subscription" "${P[@]}" "${PUSH_FLAGS[@]}")"
+                    done <<<"$drift"
+                fi
+                check_members "pubsub subscriptions" "$subscription" roles/pubsub.subscriber "serviceAccount:$PUBSUB_AGENT" "${P[@]}"
+            fi
+        done < <(event_topics)
+    fi
+    # Whatever deploy.sh wired for events and this run does not ask for.
+    stale_event_deliveries
+    local name
+    for name in "${STALE_SUBSCRIPTIONS[@]}"; do
+        problem "push subscription $name delivers events nobody asked for any more ($redeploy removes it)" "$(quote_cmd gcloud pubsub subscriptions delete "$name" "${P[@]}" --quiet)"
+    done
+    for name in "${STALE_TOPICS[@]}"; do
+        problem "bucket topic $name (and its notification) is no longer asked for" "$redeploy"
+    done
+}
+
 status() {
     CURRENT_STEP="status"
     say "workflows-callback-relay: status of project $PROJECT_ID, region $REGION (read-only)"
@@ -2273,6 +2957,7 @@ status() {
     status_topics "$fix"
     status_iam "$fix"
     status_extras "$fix"
+    status_events "$fix"
     check_metrics
     check_acked_failures
     CURRENT_STEP="done"
@@ -2324,7 +3009,7 @@ delete_if_exists() {
 # Messages still waiting, so that nobody deletes them unawares.
 warn_queued_messages() {
     local subscription value
-    for subscription in "$PUSH_SUBSCRIPTION" "$DEAD_LETTER_SUBSCRIPTION"; do
+    for subscription in "$PUSH_SUBSCRIPTION" "$DEAD_LETTER_SUBSCRIPTION" "${DESTROY_SUBSCRIPTIONS[@]}"; do
         if monitoring_query "$(monitoring_filter num_undelivered_messages "$subscription")" 600 ALIGN_MAX && [[ -n $SERIES ]]; then
             value=${SERIES%%$'\n'*}
             value=${value#* }
@@ -2341,9 +3026,40 @@ warn_queued_messages() {
     done
 }
 
+# What deploy.sh made for events, whatever the flags: found by their labels.
+DESTROY_SUBSCRIPTIONS=()
+DESTROY_TOPICS=()
+find_event_deliveries() {
+    local name
+    DESTROY_SUBSCRIPTIONS=() DESTROY_TOPICS=()
+    labelled subscriptions event-subscription
+    while IFS= read -r name; do
+        [[ -z $name ]] || DESTROY_SUBSCRIPTIONS+=("${name##*/}")
+    done <<<"$LABELLED"
+    labelled topics bucket-topic
+    while IFS= read -r name; do
+        [[ -z $name ]] || DESTROY_TOPICS+=("${name##*/}")
+    done <<<"$LABELLED"
+}
+
+# The database may hold other data (the (default) database often does), and its
+# loss loses every wait in flight: it is never deleted, only shown how to.
+say_how_to_delete_the_database() {
+    # Any failure (no Firestore API, no database, no right to read it) means nothing to say.
+    local type
+    type="$(gcloud firestore databases describe --database="$EVENTS_DATABASE" "${P[@]}" --format="value(type)" 2>/dev/null)" || return 0
+    [[ -n $type ]] || return 0
+    say ""
+    say "The Firestore database $EVENTS_DATABASE is kept: it may hold other data, and the TTL policies delete"
+    say "the relay's documents (relay_channels, relay_events, relay_waits) once they expire. To delete it:"
+    say "  $(quote_cmd gcloud firestore databases update --database="$EVENTS_DATABASE" --no-delete-protection "${P[@]}")"
+    say "  $(quote_cmd gcloud firestore databases delete --database="$EVENTS_DATABASE" "${P[@]}")"
+}
+
 destroy() {
     summary
     lookup_project_number
+    find_event_deliveries
     step "Check for messages still queued" "Reading the backlog needs monitoring.timeSeries.list (roles/monitoring.viewer)."
     warn_queued_messages
     confirm_destroy
@@ -2380,6 +3096,10 @@ destroy() {
         warn "this deployment also runs in another region; delete it with:"
         other_region_commands >&2
     fi
+    if ((${#DESTROY_SUBSCRIPTIONS[@]} + ${#DESTROY_TOPICS[@]} > 0)); then
+        step "Delete the event deliveries (subscriptions, bucket notifications and topics)" "Deleting needs roles/pubsub.editor and storage.buckets.update (roles/storage.admin). Your own topics stay."
+        remove_event_deliveries "${DESTROY_SUBSCRIPTIONS[@]}" -- "${DESTROY_TOPICS[@]}"
+    fi
     step "Delete the topics and the dead-letter subscription" "Deleting needs roles/pubsub.editor. Messages still on $DEAD_LETTER_SUBSCRIPTION are lost."
     delete_if_exists "subscription $DEAD_LETTER_SUBSCRIPTION" pubsub subscriptions describe "$DEAD_LETTER_SUBSCRIPTION" "${P[@]}" --format="value(name)" -- \
         pubsub subscriptions delete "$DEAD_LETTER_SUBSCRIPTION" "${P[@]}" --quiet
@@ -2404,17 +3124,21 @@ destroy() {
     while IFS= read -r account; do
         converge_project_roles "serviceAccount:$account" ""
     done < <(our_accounts)
-    step "Delete the custom role" "Needs roles/iam.roleAdmin. A deleted role can be undeleted for 7 days; its ID is reusable 37 days after the deletion."
-    if query iam roles describe "$CUSTOM_ROLE_ID" "${P[@]}" --format="value(deleted)" && [[ ${QUERY_OUT,,} != true ]]; then
-        run gcloud iam roles delete "$CUSTOM_ROLE_ID" "${P[@]}" --quiet
-    else
-        say "    = role $CUSTOM_ROLE_ID already gone"
-    fi
+    step "Delete the custom roles" "Needs roles/iam.roleAdmin. A deleted role can be undeleted for 7 days; its ID is reusable 37 days after the deletion."
+    local role
+    for role in "$CUSTOM_ROLE_ID" "$EVENTS_ROLE_ID"; do
+        if query iam roles describe "$role" "${P[@]}" --format="value(deleted)" && [[ ${QUERY_OUT,,} != true ]]; then
+            run gcloud iam roles delete "$role" "${P[@]}" --quiet
+        else
+            say "    = role $role already gone"
+        fi
+    done
     step "Delete the service accounts" "Needs roles/iam.serviceAccountAdmin. Their resource-level grants go with them."
     while IFS= read -r account; do
         delete_if_exists "service account $account" iam service-accounts describe "$account" "${P[@]}" --format="value(email)" -- \
             iam service-accounts delete "$account" "${P[@]}" --quiet
     done < <(our_accounts)
+    say_how_to_delete_the_database
     CURRENT_STEP="done"
     say ""
     if $DRY_RUN; then

@@ -21,7 +21,13 @@ it would, so that tests assert on resulting state rather than on command strings
   fail with (IAM propagation, a new service agent), one per call;
 - Cloud Monitoring's timeSeries.list (through `curl`) reports each subscription's
   backlog, oldest unacked age and push answers; `state["metrics"]` overrides them,
-  and None there means "no data".
+  and None there means "no data";
+- a project policy's conditional bindings are kept apart (`state["iam_conditions"]`),
+  added and removed only with their exact condition, as IAM does;
+- Firestore databases (type, location, delete protection), the locations the API
+  offers, and TTL policies per collection group field; Cloud Storage buckets and
+  their notification configurations, which publish only while the project's Cloud
+  Storage service agent may publish to the topic.
 
 A describe of a missing resource fails with NOT_FOUND; a create of an existing
 one with ALREADY_EXISTS. Anything it does not know exits 2, so a new command in
@@ -88,6 +94,17 @@ COMMANDS = {
     "workflows describe",
     "workflows deploy",
     "workflows delete",
+    "pubsub topics list",
+    "pubsub subscriptions list",
+    "firestore databases describe",
+    "firestore databases create",
+    "firestore locations list",
+    "firestore fields ttls list",
+    "firestore fields ttls update",
+    "storage buckets describe",
+    "storage buckets notifications list",
+    "storage buckets notifications create",
+    "storage buckets notifications delete",
 }
 IAM_GROUPS = {
     "projects": "project",
@@ -153,6 +170,16 @@ EMPTY_STATE: dict[str, Any] = {
     "transient": {},
     # The Cloud Functions API refuses to change an Eventarc trigger to HTTP in place.
     "refuse_trigger_change": False,
+    # Conditional bindings of the project policy: [role, member, expression, title, description].
+    "iam_conditions": {},
+    # Firestore: database id -> the Database resource; "DATABASE/GROUP/FIELD" -> TTL state.
+    "firestore_databases": {},
+    "firestore_ttls": {},
+    # What `firestore locations list` offers (a few real ones; us-west8 is a Cloud Run
+    # region here, not a Firestore location).
+    "firestore_locations": ["nam5", "eur3", "us-central1", "us-east1", "europe-west1"],
+    # Cloud Storage: bucket -> {"projectNumber", "notifications": {id: Notification}}.
+    "buckets": {},
     "seq": 0,
 }
 READ_VERBS = {"describe", "list", "get-iam-policy", "read"}
@@ -191,8 +218,13 @@ def parse(argv: list[str]) -> tuple[str, list[str], dict[str, Any]]:
 # -- gcloud's value() printer -------------------------------------------------------
 
 
+KEY_PART = re.compile(r'"([^"]*)"|([^."]+)')
+
+
 def lookup(record: Any, path: str) -> Any:
-    for key in path.split("."):
+    """A dotted key; a part in double quotes may hold spaces ("Bucket URL".x)."""
+    for match in KEY_PART.finditer(path):
+        key = match[1] if match[1] is not None else match[2]
         if not isinstance(record, dict):
             return None
         record = record.get(key)
@@ -245,6 +277,26 @@ def render(records: list[Any], fmt: str | None) -> str:
     keys = [key.strip() for key in match["keys"].split(",")]
     lines = [separator.join(render_value(lookup(r, k)) for k in keys) for r in records]
     return "".join(line + "\n" for line in lines)
+
+
+def parse_arg_dict(value: str) -> dict[str, str]:
+    """gcloud's KEY=VALUE list, with its escaping: ^D^ makes D the delimiter."""
+    delimiter = ","
+    if value.startswith("^") and "^" in value[1:]:
+        delimiter, value = value[1:].split("^", 1)
+    return dict(item.split("=", 1) for item in value.split(delimiter) if item)
+
+
+def parse_condition(value: str) -> tuple[str, str, str] | None:
+    """--condition: None, or (expression, title, description) as IAM requires them."""
+    if value == "None":
+        return None
+    condition = parse_arg_dict(value)
+    if not condition.get("expression") or not condition.get("title"):
+        raise GcloudError("ERROR: condition must have an expression and a title", code=2)
+    if set(condition) - {"expression", "title", "description"}:
+        raise GcloudError(f"ERROR: unknown condition keys {sorted(condition)}", code=2)
+    return condition["expression"], condition["title"], condition.get("description", "")
 
 
 def short(name: str) -> str:
@@ -361,32 +413,51 @@ class FakeProject:
     ) -> list[Any]:
         key = self.resource_key(group, command, resource, flags)
         bindings: list[list[str]] = self.state["iam"].get(key, [])
+        conditional: list[list[str]] = self.state["iam_conditions"].get(key, [])
         if verb == "get-iam-policy":
             if flags.get("flatten") == "bindings[].members":
-                return [{"bindings": {"role": r, "members": m}} for r, m in bindings]
+                records: list[Any] = [{"bindings": {"role": r, "members": m}} for r, m in bindings]
+                for role, member, expression, title, description in conditional:
+                    shown = {"expression": expression, "title": title}
+                    if description:
+                        shown["description"] = description
+                    binding = {"role": role, "members": member, "condition": shown}
+                    records.append({"bindings": binding})
+                return records
             roles: dict[str, list[str]] = {}
             for role, member in bindings:
                 roles.setdefault(role, []).append(member)
             return [{"bindings": [{"role": r, "members": m} for r, m in roles.items()]}]
         member, role = flags["member"], flags["role"]
-        if group == "projects" and flags.get("condition") != "None":
-            raise GcloudError(
-                "ERROR: (gcloud.projects.add-iam-policy-binding) Adding a binding without "
-                "specifying a condition to a policy containing conditions is prohibited "
-                "in non-interactive mode. Run the command again with `--condition=None`"
-            )
+        condition = None
+        if group == "projects":
+            if "condition" not in flags:
+                raise GcloudError(
+                    "ERROR: (gcloud.projects.add-iam-policy-binding) Adding a binding without "
+                    "specifying a condition to a policy containing conditions is prohibited "
+                    "in non-interactive mode. Run the command again with `--condition=None`"
+                )
+            condition = parse_condition(flags["condition"])
         if verb == "add-iam-policy-binding":
             self.require_member(command, member)
             if role.startswith("projects/"):
                 custom = self.state["roles"].get(short(role))
                 if custom is None or custom.get("deleted"):
                     raise GcloudError(f"ERROR: INVALID_ARGUMENT: Role {role} does not exist.")
-            if [role, member] not in bindings:
+            if condition is not None:
+                entry = [role, member, *condition]
+                if entry not in conditional:
+                    self.state["iam_conditions"][key] = [*conditional, entry]
+            elif [role, member] not in bindings:
                 self.state["iam"][key] = [*bindings, [role, member]]
-        elif [role, member] in bindings:
+        elif condition is not None and [role, member, *condition] in conditional:
+            conditional.remove([role, member, *condition])
+        elif condition is None and [role, member] in bindings:
             bindings.remove([role, member])
         else:
-            raise GcloudError(f"ERROR: Policy binding with the specified principal, role {role}")
+            raise GcloudError(
+                "ERROR: Policy binding with the specified principal, role, and condition not found!"
+            )
         return [{"bindings": self.state["iam"].get(key, [])}]
 
     def cmd_config_get_value(self, command: str, args: list[str], flags: dict[str, Any]) -> Any:
@@ -594,6 +665,10 @@ class FakeProject:
         member, gone = f"serviceAccount:{email}", f"deleted:serviceAccount:{email}?uid=1"
         for key, bindings in self.state["iam"].items():
             self.state["iam"][key] = [[r, gone if m == member else m] for r, m in bindings]
+        for key, entries in self.state["iam_conditions"].items():
+            self.state["iam_conditions"][key] = [
+                [r, gone if m == member else m, *rest] for r, m, *rest in entries
+            ]
         return []
 
     def cmd_iam_roles_describe(self, command: str, args: list[str], flags: Any) -> Any:
@@ -982,6 +1057,196 @@ class FakeProject:
         key = f"{flags['location']}/{args[0]}"
         self.get(command, "workflows", key)
         del self.state["workflows"][key]
+        return []
+
+    # -- listings by label -------------------------------------------------------------
+
+    def by_labels(self, table: str, flags: Any) -> list[Any]:
+        """Records whose labels match --filter="labels.K=V AND labels.K=V" (the only
+        filter deploy.sh uses on lists)."""
+        wanted = dict(re.findall(r"labels\.([a-z_-]+)=([A-Za-z0-9_-]+)", flags.get("filter", "")))
+        clauses = str(flags.get("filter", "")).split(" AND ")
+        if not wanted or len(clauses) != len(wanted):
+            raise GcloudError(f"fake gcloud: unsupported --filter {flags.get('filter')}", code=2)
+        records = []
+        for record in self.state[table].values():
+            labels = record.get("labels", {})
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                found = dict(record)
+                found.pop("messages", None)
+                records.append(found)
+        return records
+
+    def cmd_pubsub_topics_list(self, command: str, args: list[str], flags: Any) -> Any:
+        return self.by_labels("topics", flags)
+
+    def cmd_pubsub_subscriptions_list(self, command: str, args: list[str], flags: Any) -> Any:
+        return self.by_labels("subscriptions", flags)
+
+    # -- Firestore -----------------------------------------------------------------------
+
+    def require_api(self, command: str, api: str) -> None:
+        if api not in self.state["services"]:
+            raise GcloudError(
+                f"ERROR: (gcloud.{command.replace(' ', '.')}) PERMISSION_DENIED: "
+                f"{api.split('.')[0].title()} API has not been used in project {self.number} "
+                "before or it is disabled. SERVICE_DISABLED"
+            )
+
+    def database(self, command: str, flags: Any) -> dict[str, Any]:
+        self.require_api(command, "firestore.googleapis.com")
+        database = str(flags.get("database", "(default)"))
+        record = self.state["firestore_databases"].get(database)
+        if record is None:
+            raise GcloudError(
+                f"ERROR: (gcloud.{command.replace(' ', '.')}) NOT_FOUND: The database "
+                f"{database} does not exist for project {self.project}"
+            )
+        return dict(record)
+
+    def cmd_firestore_databases_describe(self, command: str, args: list[str], flags: Any) -> Any:
+        return [self.database(command, flags)]
+
+    def cmd_firestore_databases_create(self, command: str, args: list[str], flags: Any) -> Any:
+        self.require_api(command, "firestore.googleapis.com")
+        database, location = str(flags.get("database", "(default)")), flags["location"]
+        if database in self.state["firestore_databases"]:
+            raise GcloudError(f"ERROR: ALREADY_EXISTS: Database {database} already exists.")
+        if location not in self.state["firestore_locations"]:
+            raise GcloudError(f"ERROR: INVALID_ARGUMENT: invalid locationId {location}")
+        kinds = {"firestore-native": "FIRESTORE_NATIVE", "datastore-mode": "DATASTORE_MODE"}
+        self.state["firestore_databases"][database] = {
+            "name": f"projects/{self.project}/databases/{database}",
+            "locationId": location,
+            "type": kinds[flags.get("type", "firestore-native")],
+            "concurrencyMode": "PESSIMISTIC",
+            "deleteProtectionState": "DELETE_PROTECTION_ENABLED"
+            if flags.get("delete-protection")
+            else "DELETE_PROTECTION_DISABLED",
+        }
+        return []
+
+    def cmd_firestore_locations_list(self, command: str, args: list[str], flags: Any) -> Any:
+        self.require_api(command, "firestore.googleapis.com")
+        return [
+            {"name": f"projects/{self.project}/locations/{location}", "locationId": location}
+            for location in self.state["firestore_locations"]
+        ]
+
+    def ttl_name(self, database: str, group: str, field: str) -> str:
+        return (
+            f"projects/{self.project}/databases/{database}/collectionGroups/{group}/fields/{field}"
+        )
+
+    def cmd_firestore_fields_ttls_list(self, command: str, args: list[str], flags: Any) -> Any:
+        database = self.database(command, flags)["name"].rsplit("/", 1)[-1]
+        records = []
+        for path, state in sorted(self.state["firestore_ttls"].items()):
+            db, group, field = path.split("/")
+            if db == database:
+                name = self.ttl_name(db, group, field)
+                records.append({"name": name, "ttlConfig": {"state": state}})
+        return records
+
+    def cmd_firestore_fields_ttls_update(self, command: str, args: list[str], flags: Any) -> Any:
+        database = self.database(command, flags)["name"].rsplit("/", 1)[-1]
+        if bool(flags.get("enable-ttl")) == bool(flags.get("disable-ttl")):
+            raise GcloudError("ERROR: exactly one of --enable-ttl or --disable-ttl", code=2)
+        path = f"{database}/{flags['collection-group']}/{args[0]}"
+        # One TTL field per collection group: another one of the group is replaced.
+        for other in [
+            k for k in self.state["firestore_ttls"] if k.rsplit("/", 1)[0] == path.rsplit("/", 1)[0]
+        ]:
+            del self.state["firestore_ttls"][other]
+        if flags.get("enable-ttl"):
+            # Applied in the background (--async); ACTIVE once existing documents are done.
+            self.state["firestore_ttls"][path] = "CREATING"
+        return []
+
+    # -- Cloud Storage -------------------------------------------------------------------
+
+    def bucket(self, command: str, url: str) -> dict[str, Any]:
+        name = url.removeprefix("gs://").rstrip("/")
+        record = self.state["buckets"].get(name)
+        if record is None:
+            raise GcloudError(
+                f"ERROR: (gcloud.{command.replace(' ', '.')}) gs://{name} not found: 404."
+            )
+        return dict(record)
+
+    def cmd_storage_buckets_describe(self, command: str, args: list[str], flags: Any) -> Any:
+        record = self.bucket(command, args[0])
+        if not flags.get("raw"):
+            raise GcloudError("fake gcloud: deploy.sh reads the raw bucket (--raw)", code=2)
+        return [{"name": args[0].removeprefix("gs://"), "projectNumber": record["projectNumber"]}]
+
+    def cmd_storage_buckets_notifications_list(
+        self, command: str, args: list[str], flags: Any
+    ) -> Any:
+        record = self.bucket(command, args[0])
+        return [
+            {"Bucket URL": args[0], "Notification Configuration": config}
+            for config in record["notifications"].values()
+        ]
+
+    def cmd_storage_buckets_notifications_create(
+        self, command: str, args: list[str], flags: Any
+    ) -> Any:
+        name = args[0].removeprefix("gs://").rstrip("/")
+        record = self.bucket(command, args[0])
+        if not flags.get("skip-topic-setup"):
+            # Without it gcloud creates the topic and grants on it itself.
+            raise GcloudError(
+                "fake gcloud: deploy.sh manages the topic (--skip-topic-setup)", code=2
+            )
+        topic = str(flags["topic"])
+        number = record["projectNumber"]
+        agent = f"serviceAccount:service-{number}@gs-project-accounts.iam.gserviceaccount.com"
+        publishers = {
+            m
+            for r, m in self.state["iam"].get(f"topic:{short(topic)}", [])
+            if r == "roles/pubsub.publisher"
+        }
+        if short(topic) not in self.state["topics"] or agent not in publishers:
+            raise GcloudError(
+                f"ERROR: (gcloud.{command.replace(' ', '.')}) HTTPError 403: The service account "
+                f"'{agent.split(':', 1)[1]}' does not have permission to publish messages to to "
+                f"the Cloud Pub/Sub topic '//pubsub.googleapis.com/{topic}', or that topic does "
+                "not exist."
+            )
+        formats = {"json": "JSON_API_V1", "none": "NONE"}
+        config: dict[str, Any] = {
+            "id": str(self.next_seq()),
+            "kind": "storage#notification",
+            "topic": f"//pubsub.googleapis.com/{topic}",
+            "payload_format": formats[flags.get("payload-format", "json")],
+            "etag": "1",
+        }
+        if "event-types" in flags:
+            config["event_types"] = str(flags["event-types"]).split(",")
+        if "object-prefix" in flags:
+            config["object_name_prefix"] = flags["object-prefix"]
+        config["selfLink"] = (
+            f"https://www.googleapis.com/storage/v1/b/{name}/notificationConfigs/{config['id']}"
+        )
+        record["notifications"] = {**record["notifications"], config["id"]: config}
+        self.state["buckets"][name] = record
+        return [config]
+
+    def cmd_storage_buckets_notifications_delete(
+        self, command: str, args: list[str], flags: Any
+    ) -> Any:
+        for url in args:
+            match = re.fullmatch(r"projects/_/buckets/([^/]+)/notificationConfigs/([^/]+)", url)
+            if match is None:
+                raise GcloudError(f"fake gcloud: deploy.sh deletes one notification: {url}", code=2)
+            record = self.bucket(command, match[1])
+            if match[2] not in record["notifications"]:
+                raise GcloudError(f"ERROR: NOT_FOUND: notification {url}")
+            record["notifications"] = {
+                k: v for k, v in record["notifications"].items() if k != match[2]
+            }
+            self.state["buckets"][match[1]] = record
         return []
 
 

@@ -110,6 +110,12 @@ def test_help_lists_every_option(cloud: FakeCloud) -> None:
         "--egress-settings SETTING",
         "--build-worker-pool POOL",
         "constraints/cloudbuild.allowedWorkerPools",
+        # Keyed waits.
+        "--with-events",
+        "--event-topic TOPIC=TEMPLATE",
+        "--event-bucket BUCKET",
+        "FIRESTORE_DATABASE",
+        "EVENT_TTL_SECONDS",
     ):
         assert option in result.stdout, option
     assert result.calls == []

@@ -34,6 +34,13 @@ import pytest
 
 from tests.deploy import fake_gcloud
 from tests.deploy.deploy_runner import REPO, FakeCloud, Result, eventarc_era_state
+from tests.deploy.test_deploy_events import (
+    BUCKET,
+    EVENTS_ARGS,
+    USER_TOPIC,
+    event_subscription,
+    project_with_sources,
+)
 from tests.deploy.test_deploy_production import ALLOWED, PRODUCTION_ARGS, project_with_users
 
 # Each real gcloud start costs seconds: out of the quick loop (scripts/test.sh --quick).
@@ -333,17 +340,58 @@ def collect_argvs(root: Path) -> list[list[str]]:
     refused_state["refuse_trigger_change"] = True
     refused = FakeCloud(root / "refused", refused_state)
     ran(refused.deploy(), expect=1)
+
+    # Keyed waits: a dry run and the --iam=print plan of a first run, a deploy, --status
+    # with broken parts (and the fixes it prints), the repair, the flags dropped and
+    # taken up again, and destroy (which prints how to delete the database).
+    events = FakeCloud(root / "events", project_with_sources())
+    ran(events.deploy(*EVENTS_ARGS, "--dry-run"))
+    ran(events.deploy(*EVENTS_ARGS, "--iam=print"), expect=3)
+    ran(events.deploy(*EVENTS_ARGS))
+    ran(events.deploy(*EVENTS_ARGS, "--status"))
+    state = events.read_state()
+    state["firestore_ttls"].clear()
+    state["buckets"][BUCKET]["notifications"].clear()
+    state["subscriptions"][event_subscription(USER_TOPIC)].pop("deadLetterPolicy")
+    state["iam_conditions"][f"project:{state['project_id']}"][0][2] = "true"
+    events.write_state(state)
+    broken = events.deploy(*EVENTS_ARGS, "--status")
+    ran(broken, expect=1)
+    assert any(
+        argv[:4] == ["firestore", "fields", "ttls", "update"]
+        for argv in status_fixes(broken.stdout)
+    )
+    ran(events.deploy(*EVENTS_ARGS))
+    ran(events.deploy())
+    ran(events.deploy(*EVENTS_ARGS))
+    ran(events.deploy("--destroy", "--yes"))
     return argvs
 
 
+# One collection for both tests below: it runs deploy.sh some forty times.
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[list[str]], list[Any]]:
+    """The argvs of collect_argvs, and every (records, format, output) the fake printed."""
+    fake_gcloud.RENDERED = []
+    try:
+        argvs = collect_argvs(tmp_path_factory.mktemp("collected"))
+        rendered = fake_gcloud.RENDERED
+    finally:
+        fake_gcloud.RENDERED = None
+    return argvs, rendered
+
+
 def test_every_gcloud_command_and_flag_exists(
-    gcloud: Path, gcloud_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+    gcloud: Path,
+    gcloud_env: dict[str, str],
+    collected: tuple[list[list[str]], list[Any]],
+    request: pytest.FixtureRequest,
 ) -> None:
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     surface = surface_root(gcloud)
     tree = completion_tree(gcloud)
     flags_by_command: dict[tuple[str, ...], set[str]] = {}
-    for argv in collect_argvs(tmp_path):
+    for argv in collected[0]:
         path = command_path(argv, surface)
         flags_by_command.setdefault(path, set()).update(flag_names(argv))
     must_cover = {
@@ -381,8 +429,28 @@ def test_every_gcloud_command_and_flag_exists(
         ("auth", "print-access-token"),
         ("iam", "service-accounts", "add-iam-policy-binding"),
         ("iam", "service-accounts", "remove-iam-policy-binding"),
+        # Keyed waits.
+        ("firestore", "databases", "describe"),
+        ("firestore", "databases", "create"),
+        ("firestore", "databases", "update"),
+        ("firestore", "databases", "delete"),
+        ("firestore", "locations", "list"),
+        ("firestore", "fields", "ttls", "list"),
+        ("firestore", "fields", "ttls", "update"),
+        ("storage", "buckets", "describe"),
+        ("storage", "buckets", "notifications", "list"),
+        ("storage", "buckets", "notifications", "create"),
+        ("storage", "buckets", "notifications", "delete"),
+        ("pubsub", "topics", "list"),
+        ("pubsub", "subscriptions", "list"),
+        ("pubsub", "subscriptions", "delete"),
+        ("projects", "add-iam-policy-binding"),
     }
     assert must_cover <= flags_by_command.keys()
+    assert "--condition" in flags_by_command[("projects", "add-iam-policy-binding")]
+    assert (
+        "--skip-topic-setup" in flags_by_command[("storage", "buckets", "notifications", "create")]
+    )
 
     # A command the tree lacks (a hidden one) exists: command_path found its definition
     # in gcloud's lib/surface. Its flags, if any, and what the tree cannot vouch for go
@@ -394,7 +462,10 @@ def test_every_gcloud_command_and_flag_exists(
         for path, flags in flags_by_command.items()
         if (unvouched := flags_to_check_in_help(tree, path, flags))
     }
-    assert to_check == {("functions", "deploy"): {"--no-allow-unauthenticated"}}
+    assert to_check == {
+        ("functions", "deploy"): {"--no-allow-unauthenticated"},
+        ("firestore", "databases", "update"): {"--no-delete-protection"},
+    }
     missing = {}
     for path, flags in to_check.items():
         text = fetch_help(gcloud, gcloud_env, path, cache)
@@ -528,16 +599,11 @@ json.dump(out, sys.stdout)
 
 
 def test_the_fake_prints_values_as_gcloud_does(
-    gcloud: Path, gcloud_env: dict[str, str], tmp_path: Path
+    gcloud: Path, gcloud_env: dict[str, str], collected: tuple[list[list[str]], list[Any]]
 ) -> None:
     """deploy.sh parses what `--format=value(...)` prints: the fake must print it as
     gcloud's resource printer does, for every record and format deploy.sh asked for."""
-    fake_gcloud.RENDERED = []
-    try:
-        collect_argvs(tmp_path)
-        rendered = fake_gcloud.RENDERED
-    finally:
-        fake_gcloud.RENDERED = None
+    rendered = collected[1]
     cases: dict[str, tuple[list[Any], str, str]] = {}
     for records, fmt, text in rendered:
         cases.setdefault(json.dumps([records, fmt], sort_keys=True), (records, fmt, text))
