@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from harness.pubsub_emulator import SHARED_DIR_ENV, shared_start
 from tests.deploy import fake_gcloud
 from tests.deploy.deploy_runner import REPO, FakeCloud, Result, eventarc_era_state
 from tests.deploy.test_deploy_events import (
@@ -368,17 +369,27 @@ def collect_argvs(root: Path) -> list[list[str]]:
     return argvs
 
 
-# One collection for both tests below: it runs deploy.sh some forty times.
+# One collection for both tests below: it runs deploy.sh some forty times (about 9 s of
+# CPU). Made once per test run and shared through the run's directory, since pytest-xdist
+# may put the two tests in different processes, each with its own module fixtures.
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[list[str]], list[Any]]:
     """The argvs of collect_argvs, and every (records, format, output) the fake printed."""
-    fake_gcloud.RENDERED = []
-    try:
-        argvs = collect_argvs(tmp_path_factory.mktemp("collected"))
-        rendered = fake_gcloud.RENDERED
-    finally:
-        fake_gcloud.RENDERED = None
-    return argvs, rendered
+
+    def collect() -> dict[str, Any]:
+        fake_gcloud.RENDERED = []
+        try:
+            argvs = collect_argvs(tmp_path_factory.mktemp("collected"))
+            rendered = fake_gcloud.RENDERED
+        finally:
+            fake_gcloud.RENDERED = None
+        return {"argvs": argvs, "rendered": rendered}
+
+    shared = os.environ.get(SHARED_DIR_ENV)
+    found = (
+        shared_start(Path(shared) / "gcloud-cli-collected.json", collect) if shared else collect()
+    )
+    return found["argvs"], [tuple(case) for case in found["rendered"]]
 
 
 def test_every_gcloud_command_and_flag_exists(
