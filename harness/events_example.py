@@ -1,6 +1,7 @@
 """scripts/run-local.sh --example events: keyed waits, end to end, hop by hop.
 
-Starts the Firestore emulator and a relay function with keyed waits on
+Starts the Firestore emulator (or uses the one at FIRESTORE_EMULATOR_HOST, with a
+database of this run's own) and a relay function with keyed waits on
 (EVENT_STORE=firestore, EVENT_TOPICS with a Cloud Storage bucket's notification
 topic), routes the relay topic and the notification topic to it with Pub/Sub
 push subscriptions on ``FUNCTION_URL/projects/P/topics/T`` (the emulator from
@@ -92,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as exits:
         firestore = exits.enter_context(firestore_emulator(log_dir / "firestore"))
         print(f"Firestore emulator     {firestore.address}", flush=True)
+        # A database of this run's own (the emulator keeps one per project): an emulator
+        # left running from an earlier run still holds that run's kept order:42 event.
+        database_project = f"{args.project}{suffix}"
         env = {
             "EVENT_STORE": "firestore",
-            "GOOGLE_CLOUD_PROJECT": args.project,
+            "GOOGLE_CLOUD_PROJECT": database_project,
             "FIRESTORE_EMULATOR_HOST": firestore.address,
             "EVENT_TOPICS": json.dumps({bucket_topic: "cloud-storage"}),
         }
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def waiting(count: int) -> None:
             deadline = time.monotonic() + 20
-            while len(firestore.documents(args.project, "relay_waits")) < count:
+            while len(firestore.documents(database_project, "relay_waits")) < count:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the waits were never stored")
                 time.sleep(0.05)

@@ -57,11 +57,9 @@ def firestore_unavailable_reason() -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class FirestoreEmulator:
-    process: SharedEmulatorProcess
-
-    @property
-    def address(self) -> str:
-        return f"{self.process.host}:{self.process.port}"
+    address: str  # host:port, as FIRESTORE_EMULATOR_HOST names it
+    # The process when this run started it; None for one found at FIRESTORE_EMULATOR_HOST.
+    process: SharedEmulatorProcess | None = None
 
     def env(self) -> dict[str, str]:
         return {"FIRESTORE_EMULATOR_HOST": self.address}
@@ -144,9 +142,10 @@ def _warm_up(address: str, budget_seconds: float = 10.0) -> None:
 def shared_firestore_emulator(directory: Path, ready_timeout: float = 90.0) -> FirestoreEmulator:
     """The one Firestore emulator of every process that shares `directory`."""
     found = shared_start(directory / _RECORD, lambda: _start(directory, ready_timeout))
-    return FirestoreEmulator(
-        SharedEmulatorProcess(found["pid"], found["host"], found["port"], Path(found["log_path"]))
+    process = SharedEmulatorProcess(
+        found["pid"], found["host"], found["port"], Path(found["log_path"])
     )
+    return FirestoreEmulator(f"{process.host}:{process.port}", process)
 
 
 def stop_shared_firestore_emulator(directory: Path) -> None:
@@ -155,7 +154,12 @@ def stop_shared_firestore_emulator(directory: Path) -> None:
 
 @contextlib.contextmanager
 def firestore_emulator(log_dir: Path, ready_timeout: float = 90.0) -> Iterator[FirestoreEmulator]:
-    """An emulator of its own (the benchmark, the local example), stopped on exit."""
+    """The emulator at FIRESTORE_EMULATOR_HOST when one is set (left running), else one of
+    its own (the benchmark, the local example), stopped on exit."""
+    running = os.environ.get("FIRESTORE_EMULATOR_HOST", "").strip()
+    if running:
+        yield FirestoreEmulator(running)
+        return
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
         yield shared_firestore_emulator(log_dir, ready_timeout)

@@ -171,9 +171,7 @@ def firestore(_firestore_session: FirestoreEmulator | str) -> FirestoreEmulator:
             )
         pytest.skip(f"Firestore emulator unavailable: {_firestore_session}")
     assert isinstance(_firestore_session, FirestoreEmulator)
-    if not _firestore_session.process.running():
-        pytest.fail(
-            f"the Firestore emulator died; log {_firestore_session.process.log_path}:\n"
-            f"{_firestore_session.process.tail()}"
-        )
+    process = _firestore_session.process
+    if process is not None and not process.running():
+        pytest.fail(f"the Firestore emulator died; log {process.log_path}:\n{process.tail()}")
     return _firestore_session

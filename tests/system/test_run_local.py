@@ -28,21 +28,31 @@ RUNNING_LOCALLY = REPO / "docs" / "running-locally.md"
 HOPS = ["callback", "published", "delivered", "token", "callback", "resumed"]
 
 
-def script_env(emulator: PubSubEmulator | None = None) -> dict[str, str]:
-    """The script's environment: with `emulator`, it uses that one instead of its own."""
-    env = child_env({"SKIP_VENV": "1"}, drop=("PUBSUB_EMULATOR_HOST", "PUBSUB_PROJECT_ID"))
+def script_env(
+    emulator: PubSubEmulator | None = None, firestore: FirestoreEmulator | None = None
+) -> dict[str, str]:
+    """The script's environment: with `emulator` (and `firestore`), it uses those instead of
+    starting its own."""
+    env = child_env(
+        {"SKIP_VENV": "1"},
+        drop=("PUBSUB_EMULATOR_HOST", "PUBSUB_PROJECT_ID", "FIRESTORE_EMULATOR_HOST"),
+    )
     if emulator is not None:
         env["PUBSUB_EMULATOR_HOST"] = emulator.address
+    if firestore is not None:
+        env["FIRESTORE_EMULATOR_HOST"] = firestore.address
     return env
 
 
 def run_local(
-    *args: str, emulator: PubSubEmulator | None = None
+    *args: str,
+    emulator: PubSubEmulator | None = None,
+    firestore: FirestoreEmulator | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(REPO / "scripts" / "run-local.sh"), *args],
         cwd=REPO,
-        env=script_env(emulator),
+        env=script_env(emulator, firestore),
         capture_output=True,
         text=True,
         timeout=180,
@@ -370,7 +380,7 @@ def test_run_local_stay_without_the_emulator_prints_a_direct_push_sequence() -> 
 def test_run_local_example_events(emulator: PubSubEmulator, firestore: FirestoreEmulator) -> None:
     # Keyed waits, as printed: the notification, the event before its wait, and one
     # event for three executions (harness/events_example.py; docs/events.md).
-    result = run_local("--example", "events")
+    result = run_local("--example", "events", emulator=emulator, firestore=firestore)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     hops = result.stdout.split("--- every hop, in time order ---")[1].split("--- the relay")[0]
     assert "Cloud Storage notification OBJECT_FINALIZE" in hops
