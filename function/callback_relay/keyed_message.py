@@ -24,7 +24,7 @@ from typing import Any
 from callback_relay.errors import MessageRejected
 from callback_relay.message import (
     FAIL_FAST_METHODS,
-    MAX_CALLBACK_URL_LENGTH,
+    callback_url_field,
     encode_payload,
     parse_rfc3339,
     strict_json_object,
@@ -119,15 +119,7 @@ def _unknown(fields: dict[str, Any], allowed: frozenset[str], kind: str) -> None
 def parse_wait(data: bytes, max_bytes: int) -> WaitMessage:
     fields = strict_json_object(data, max_bytes)
     _unknown(fields, WAIT_FIELDS, "wait")
-    url = fields.get("callback_url")
-    if not isinstance(url, str) or not url:
-        raise MessageRejected(
-            Reason.MISSING_CALLBACK_URL, "callback_url must be a non-empty string"
-        )
-    if len(url) > MAX_CALLBACK_URL_LENGTH:
-        raise MessageRejected(
-            Reason.INVALID_CALLBACK_URL, f"callback_url is longer than {MAX_CALLBACK_URL_LENGTH}"
-        )
+    url = callback_url_field(fields)
     method = fields.get("method", "POST")
     if method not in FAIL_FAST_METHODS:
         raise MessageRejected(

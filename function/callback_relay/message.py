@@ -150,10 +150,11 @@ def encode_payload(payload: Any) -> bytes:
         raise MessageRejected(Reason.INVALID_JSON, "payload is nested too deeply") from None
 
 
-def _from_object(fields: dict[str, Any]) -> CallbackMessage:
-    unknown = sorted(set(fields) - FIELDS)
-    if unknown:
-        raise MessageRejected(Reason.UNKNOWN_FIELD, f"unknown field(s): {_field_names(unknown)}")
+def callback_url_field(fields: dict[str, Any]) -> str:
+    """The message's ``callback_url``: a non-empty string of at most 2048 characters.
+
+    Its shape is the URL policy's to judge (callback_url_policy.py), at call time.
+    """
     url = fields.get("callback_url")
     if not isinstance(url, str) or not url:
         raise MessageRejected(
@@ -163,6 +164,14 @@ def _from_object(fields: dict[str, Any]) -> CallbackMessage:
         raise MessageRejected(
             Reason.INVALID_CALLBACK_URL, f"callback_url is longer than {MAX_CALLBACK_URL_LENGTH}"
         )
+    return url
+
+
+def _from_object(fields: dict[str, Any]) -> CallbackMessage:
+    unknown = sorted(set(fields) - FIELDS)
+    if unknown:
+        raise MessageRejected(Reason.UNKNOWN_FIELD, f"unknown field(s): {_field_names(unknown)}")
+    url = callback_url_field(fields)
     method = fields.get("method", "POST")
     if method not in CALLBACK_METHODS:
         raise MessageRejected(
