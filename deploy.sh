@@ -1011,7 +1011,6 @@ PUSH_SA="$PUSH_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
 WORKFLOW_SA="$WORKFLOW_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
 BUILD_SA="$BUILD_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
 LEGACY_TRIGGER_SA="$LEGACY_TRIGGER_SA_NAME@$PROJECT_ID.iam.gserviceaccount.com"
-RELAY_TOPIC_PATH="projects/$PROJECT_ID/topics/$RELAY_TOPIC"
 DEAD_LETTER_TOPIC_PATH="projects/$PROJECT_ID/topics/$DEAD_LETTER_TOPIC"
 # For push delivery the ack deadline is the push request's timeout
 # (ackDeadlineSeconds, https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.subscriptions):
@@ -2715,24 +2714,35 @@ status_function() {
     check_members "run services" "$FUNCTION_SERVICE" roles/run.invoker "serviceAccount:$PUSH_SA" --region="$REGION" "${P[@]}"
 }
 
-status_subscriptions() {
-    local redeploy=$1 drift line
-    if ! describe_subscription "$PUSH_SUBSCRIPTION"; then
-        problem "push subscription $PUSH_SUBSCRIPTION not found: nothing delivers $RELAY_TOPIC" "$redeploy"
-    elif [[ ${SUB[topic]} != "$RELAY_TOPIC_PATH" ]]; then
-        problem "push subscription $PUSH_SUBSCRIPTION reads ${SUB[topic]:-no topic}, not $RELAY_TOPIC_PATH" "gcloud pubsub subscriptions delete $PUSH_SUBSCRIPTION --project=$PROJECT_ID, then $redeploy"
+# --status of one push subscription deploy.sh owns: SUBSCRIPTION delivers TOPIC with the
+# relay's delivery policy; COMPONENT is its label (push-subscription for the relay topic's).
+status_push_subscription() {
+    local subscription=$1 topic=$2 component=$3 redeploy=$4 drift line detail
+    local topic_path="projects/$PROJECT_ID/topics/$topic"
+    if ! describe_subscription "$subscription"; then
+        problem "push subscription $subscription not found: nothing delivers $topic" "$redeploy"
+    elif [[ ${SUB[topic]} != "$topic_path" ]]; then
+        problem "push subscription $subscription reads ${SUB[topic]:-no topic}, not $topic_path" "gcloud pubsub subscriptions delete $subscription --project=$PROJECT_ID, then $redeploy"
     else
-        push_subscription_flags "$RELAY_TOPIC"
-        drift="$(push_subscription_drift "$RELAY_TOPIC" push-subscription)"
-        if [[ -z $drift ]]; then
-            ok "push subscription $PUSH_SUBSCRIPTION -> $(push_endpoint "$RELAY_TOPIC") as $PUSH_SA; dead letters to $DEAD_LETTER_TOPIC after $MAX_DELIVERY_ATTEMPTS attempts; backoff ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s; ack deadline ${SUB[ackDeadlineSeconds]}s; never expires"
-        else
+        push_subscription_flags "$topic"
+        drift="$(push_subscription_drift "$topic" "$component")"
+        if [[ -n $drift ]]; then
             while IFS= read -r line; do
-                problem "push subscription $PUSH_SUBSCRIPTION: $line" "$(quote_cmd gcloud pubsub subscriptions update "$PUSH_SUBSCRIPTION" "${P[@]}" "${PUSH_FLAGS[@]}")"
+                problem "push subscription $subscription: $line" "$(quote_cmd gcloud pubsub subscriptions update "$subscription" "${P[@]}" "${PUSH_FLAGS[@]}")"
             done <<<"$drift"
+        elif [[ $component == push-subscription ]]; then
+            detail="as $PUSH_SA; dead letters to $DEAD_LETTER_TOPIC after $MAX_DELIVERY_ATTEMPTS attempts; backoff ${MIN_RETRY_DELAY}s-${MAX_RETRY_DELAY}s; ack deadline ${SUB[ackDeadlineSeconds]}s; never expires"
+            ok "push subscription $subscription -> $(push_endpoint "$topic") $detail"
+        else
+            ok "push subscription $subscription -> $(push_endpoint "$topic"); same delivery policy as $PUSH_SUBSCRIPTION"
         fi
-        check_members "pubsub subscriptions" "$PUSH_SUBSCRIPTION" roles/pubsub.subscriber "serviceAccount:$PUBSUB_AGENT" "${P[@]}"
+        check_members "pubsub subscriptions" "$subscription" roles/pubsub.subscriber "serviceAccount:$PUBSUB_AGENT" "${P[@]}"
     fi
+}
+
+status_subscriptions() {
+    local redeploy=$1
+    status_push_subscription "$PUSH_SUBSCRIPTION" "$RELAY_TOPIC" push-subscription "$redeploy"
     if ! describe_dead_letter_subscription; then
         problem "dead-letter subscription $DEAD_LETTER_SUBSCRIPTION not found: dead letters are lost" "$redeploy"
     else
@@ -2915,24 +2925,7 @@ status_events() {
         done
         while IFS= read -r topic; do
             [[ -n $topic ]] || continue
-            local subscription drift line
-            subscription="$(event_subscription "$topic")"
-            if ! describe_subscription "$subscription"; then
-                problem "push subscription $subscription not found: nothing delivers $topic" "$redeploy"
-            elif [[ ${SUB[topic]} != "projects/$PROJECT_ID/topics/$topic" ]]; then
-                problem "push subscription $subscription reads ${SUB[topic]:-no topic}, not projects/$PROJECT_ID/topics/$topic" "gcloud pubsub subscriptions delete $subscription --project=$PROJECT_ID, then $redeploy"
-            else
-                push_subscription_flags "$topic"
-                drift="$(push_subscription_drift "$topic" event-subscription)"
-                if [[ -z $drift ]]; then
-                    ok "push subscription $subscription -> $(push_endpoint "$topic"); same delivery policy as $PUSH_SUBSCRIPTION"
-                else
-                    while IFS= read -r line; do
-                        problem "push subscription $subscription: $line" "$(quote_cmd gcloud pubsub subscriptions update "$subscription" "${P[@]}" "${PUSH_FLAGS[@]}")"
-                    done <<<"$drift"
-                fi
-                check_members "pubsub subscriptions" "$subscription" roles/pubsub.subscriber "serviceAccount:$PUBSUB_AGENT" "${P[@]}"
-            fi
+            status_push_subscription "$(event_subscription "$topic")" "$topic" event-subscription "$redeploy"
         done < <(event_topics)
     fi
     # Whatever deploy.sh wired for events and this run does not ask for.
