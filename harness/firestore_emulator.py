@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from harness.processes import child_env
 from harness.pubsub_emulator import (
     EmulatorUnavailable,
     SharedEmulatorProcess,
+    sdk_emulator_missing,
     shared_start,
     start_detached,
     stop_detached,
@@ -43,16 +43,8 @@ _RECORD = "firestore-emulator.json"
 
 
 def firestore_unavailable_reason() -> str | None:
-    """Why the emulator cannot run here, or None when gcloud, Java and the component are present."""
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        return "gcloud is not on PATH (install the Google Cloud SDK with cloud-firestore-emulator)"
-    if shutil.which("java") is None:
-        return "java is not on PATH (the Firestore emulator needs Java)"
-    sdk_root = Path(os.path.realpath(gcloud)).parent.parent
-    if not (sdk_root / "platform" / "cloud-firestore-emulator").is_dir():
-        return f"the cloud-firestore-emulator component is not installed under {sdk_root}/platform"
-    return None
+    """Why the Firestore emulator cannot run here, or None."""
+    return sdk_emulator_missing("cloud-firestore-emulator", "the Firestore emulator")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,17 +39,23 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-def emulator_unavailable_reason() -> str | None:
-    """Why the emulator cannot run here, or None when gcloud, Java and the jar are present."""
+def sdk_emulator_missing(component: str, name: str) -> str | None:
+    """Why the Cloud SDK's emulator `component` (its folder under platform/) cannot run
+    here, or None when gcloud, Java and the component are present."""
     gcloud = shutil.which("gcloud")
     if gcloud is None:
-        return "gcloud is not on PATH (install the Google Cloud SDK with the pubsub-emulator)"
+        return f"gcloud is not on PATH (install the Google Cloud SDK with {component})"
     if shutil.which("java") is None:
-        return "java is not on PATH (the Pub/Sub emulator needs Java 11+)"
+        return f"java is not on PATH ({name} needs Java 11+)"
     sdk_root = Path(os.path.realpath(gcloud)).parent.parent
-    if not (sdk_root / "platform" / "pubsub-emulator").is_dir():
-        return f"the pubsub-emulator component is not installed under {sdk_root}/platform"
+    if not (sdk_root / "platform" / component).is_dir():
+        return f"the {component} component is not installed under {sdk_root}/platform"
     return None
+
+
+def emulator_unavailable_reason() -> str | None:
+    """Why the Pub/Sub emulator cannot run here, or None."""
+    return sdk_emulator_missing("pubsub-emulator", "the Pub/Sub emulator")
 
 
 def unique_name(prefix: str) -> str:
