@@ -27,10 +27,10 @@ from typing import Any
 import requests
 
 from harness.ports import LOOPBACK, free_port
-from harness.processes import child_env
 from harness.pubsub_emulator import (
     EmulatorUnavailable,
     SharedEmulatorProcess,
+    emulator_env,
     sdk_emulator_missing,
     shared_start,
     start_detached,
@@ -88,7 +88,7 @@ def _start(directory: Path, ready_timeout: float) -> dict[str, Any]:
     if reason is not None:
         raise EmulatorUnavailable(reason)
     port = free_port()
-    env = child_env(drop=("FIRESTORE_EMULATOR_HOST",))
+    env = emulator_env("FIRESTORE_EMULATOR_HOST")
     started = start_detached(
         _argv(port),
         directory / f"firestore-emulator-{port}.log",

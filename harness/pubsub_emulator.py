@@ -229,9 +229,23 @@ def _argv(port: int, project: str) -> list[str]:
     ]
 
 
+# The emulators run for a test run or a benchmark, not for days: the JVM's quick compiler
+# alone and one garbage-collector thread halve their CPU (measured over the test suite:
+# 25 s of CPU for the two emulators, 12 s with these), which two cores feel.
+EMULATOR_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def emulator_env(drop: str) -> dict[str, str]:
+    """An emulator's environment: without `drop` (an emulator's own address variable,
+    which would point it at itself), with EMULATOR_JVM_OPTIONS added to the JVM's."""
+    env = child_env(drop=(drop,))
+    env["JAVA_TOOL_OPTIONS"] = f"{env.get('JAVA_TOOL_OPTIONS', '')} {EMULATOR_JVM_OPTIONS}".strip()
+    return env
+
+
 def _env() -> dict[str, str]:
     # Keep the emulator away from any real project configuration of this shell.
-    return child_env(drop=("PUBSUB_EMULATOR_HOST",))
+    return emulator_env("PUBSUB_EMULATOR_HOST")
 
 
 class EmulatorUnavailable(RuntimeError):
