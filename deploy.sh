@@ -15,6 +15,11 @@
 # a grant that is no longer asked for is removed. --status checks it all without
 # changing anything. Run ./deploy.sh --help; docs/deploy.md explains each grant.
 set -Eeuo pipefail
+# Associative arrays and namerefs: bash 4.3 or newer (macOS ships 3.2: brew install bash).
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 3))); then
+    printf 'deploy.sh needs bash 4.3 or newer; this is %s\n' "$BASH_VERSION" >&2
+    exit 1
+fi
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROG="$(basename "$0")"
@@ -1601,12 +1606,20 @@ declare -A FN=()
 describe_fn() {
     FN=()
     query functions describe "$1" --region="$REGION" "${P[@]}" --v2 --format="value[separator=\"|\"]($FN_FIELDS)" || return 1
+    fields_into FN "$FN_FIELDS"
+}
+
+# Into the associative array NAME, each of FIELDS (comma-separated) from the one
+# "|"-separated line of a `--format=value[separator="|"](FIELDS)` query in QUERY_OUT.
+fields_into() {
+    local -n into=$1 # a nameref: the caller's array
     local -a values fields
     IFS='|' read -r -a values <<<"$QUERY_OUT|"
-    IFS=',' read -r -a fields <<<"$FN_FIELDS"
+    IFS=',' read -r -a fields <<<"$2"
     local i
     for i in "${!fields[@]}"; do
-        FN[${fields[$i]}]=${values[$i]:-}
+        # shellcheck disable=SC2034 # written through the nameref
+        into[${fields[$i]}]=${values[$i]:-}
     done
 }
 
@@ -1749,13 +1762,7 @@ declare -A SUB=()
 describe_subscription() {
     SUB=()
     query pubsub subscriptions describe "$1" "${P[@]}" --format="value[separator=\"|\"]($SUB_FIELDS)" || return 1
-    local -a values fields
-    IFS='|' read -r -a values <<<"$QUERY_OUT|"
-    IFS=',' read -r -a fields <<<"$SUB_FIELDS"
-    local i
-    for i in "${!fields[@]}"; do
-        SUB[${fields[$i]}]=${values[$i]:-}
-    done
+    fields_into SUB "$SUB_FIELDS"
 }
 
 # What differs on a push subscription of TOPIC; one line each.

@@ -299,6 +299,22 @@ class FakeCloud:
         return Result(proc.returncode, proc.stdout, proc.stderr, calls, sleeps)
 
 
+def status_lines(result: Result, kind: str) -> list[str]:
+    """The text of every OK, FAIL or UNKNOWN line --status printed."""
+    return [
+        line.split(kind, 1)[1].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith(f"  {kind} ")
+    ]
+
+
+def fixes(result: Result) -> list[str]:
+    """The commands --status printed as fixes, as text."""
+    return [
+        line.strip()[5:] for line in result.stdout.splitlines() if line.strip().startswith("fix: ")
+    ]
+
+
 # -- reading the fake project ---------------------------------------------------------
 
 FUNCTION_KEY = f"{REGION}/workflows-callback-relay"

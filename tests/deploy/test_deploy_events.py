@@ -37,7 +37,9 @@ from tests.deploy.deploy_runner import (
     FakeCloud,
     Result,
     bindings,
+    fixes,
     parse_env_vars,
+    status_lines,
 )
 from tests.deploy.fake_gcloud import run_gcloud
 
@@ -97,20 +99,6 @@ def conditional(state: dict[str, Any]) -> list[list[str]]:
     """The project's conditional bindings: [role, member, expression, title, description]."""
     result: list[list[str]] = state["iam_conditions"].get(f"project:{PROJECT}", [])
     return result
-
-
-def lines(result: Result, kind: str) -> list[str]:
-    return [
-        line.split(kind, 1)[1].strip()
-        for line in result.stdout.splitlines()
-        if line.startswith(f"  {kind} ")
-    ]
-
-
-def fixes(result: Result) -> list[str]:
-    return [
-        line.strip()[5:] for line in result.stdout.splitlines() if line.strip().startswith("fix: ")
-    ]
 
 
 def function_env(state: dict[str, Any]) -> dict[str, str]:
@@ -219,7 +207,7 @@ def test_a_rerun_changes_nothing_and_status_is_all_ok(events: FakeCloud) -> None
     assert events.read_state() == before
     status = events.deploy(*EVENTS_ARGS, "--status")
     assert status.returncode == 0, status.stdout + status.stderr
-    ok = "\n".join(lines(status, "OK"))
+    ok = "\n".join(status_lines(status, "OK"))
     for expected in (
         "Firestore database (default): Native mode, us-central1",
         "TTL policy on relay_channels.expire_at: CREATING",
@@ -241,7 +229,7 @@ def test_a_rerun_changes_nothing_and_status_is_all_ok(events: FakeCloud) -> None
 def test_keyed_waits_off_again_take_the_grant_settings_and_deliveries(events: FakeCloud) -> None:
     status = events.deploy("--status")
     assert status.returncode == 1
-    failures = "\n".join(lines(status, "FAIL"))
+    failures = "\n".join(status_lines(status, "FAIL"))
     assert f"also holds {EVENTS_ROLE} (if {DATABASE_CONDITION})" in failures
     assert "EVENT_STORE=firestore" in failures  # the function's environment
     assert f"push subscription {event_subscription(USER_TOPIC)} delivers events" in failures
@@ -369,7 +357,7 @@ def test_status_sees_each_broken_part_and_the_deploy_repairs_it(events: FakeClou
     assert status.returncode == 1
     assert status.mutating == []
     assert events.read_state() == before
-    failures = "\n".join(lines(status, "FAIL"))
+    failures = "\n".join(status_lines(status, "FAIL"))
     for expected in (
         f"no TTL policy on {EVENTS}.expire_at",
         f"TTL policy on {WAITS}.expire_at is NEEDS_REPAIR",
@@ -426,7 +414,9 @@ def test_extra_and_different_notifications_are_replaced_by_one(events: FakeCloud
 
     edit(events, more)
     status = events.deploy(*EVENTS_ARGS, "--status")
-    assert any("2 notification(s) to" in f and "1 otherwise" in f for f in lines(status, "FAIL"))
+    assert any(
+        "2 notification(s) to" in f and "1 otherwise" in f for f in status_lines(status, "FAIL")
+    )
     result = events.deploy(*EVENTS_ARGS)
     assert result.returncode == 0, result.stderr
     left = events.read_state()["buckets"][BUCKET]["notifications"]

@@ -41,9 +41,11 @@ from tests.deploy.deploy_runner import (
     Result,
     bindings,
     eventarc_era_state,
+    fixes,
     members,
     parse_env_vars,
     project_roles,
+    status_lines,
 )
 from tests.deploy.fake_gcloud import run_gcloud
 
@@ -103,21 +105,6 @@ def production(tmp_path: Path, production_state: dict[str, Any]) -> FakeCloud:
 def only(result: Result, command: str) -> Call:
     (call,) = result.find(command)
     return call
-
-
-def status_lines(result: Result, kind: str) -> list[str]:
-    """The text of every OK, FAIL or UNKNOWN line --status printed."""
-    return [
-        line.split(kind, 1)[1].strip()
-        for line in result.stdout.splitlines()
-        if line.startswith(f"  {kind} ")
-    ]
-
-
-def fixes(result: Result) -> list[str]:
-    return [
-        line.strip()[5:] for line in result.stdout.splitlines() if line.strip().startswith("fix: ")
-    ]
 
 
 def edit(cloud: FakeCloud, change: Any) -> None:
