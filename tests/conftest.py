@@ -112,11 +112,11 @@ def relay_env(
 # -- the Pub/Sub emulator: one per session ------------------------------------
 
 
-def skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str, name: str = "Pub/Sub emulator") -> None:
     """Skip with `reason`, except under CI=true where a missing dependency is a failure."""
     if in_ci():
-        pytest.fail(f"CI=true and the Pub/Sub emulator cannot run: {reason}", pytrace=False)
-    pytest.skip(f"Pub/Sub emulator unavailable: {reason}")
+        pytest.fail(f"CI=true and the {name} cannot run: {reason}", pytrace=False)
+    pytest.skip(f"{name} unavailable: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -164,12 +164,7 @@ def _firestore_session() -> FirestoreEmulator | str:
 def firestore(_firestore_session: FirestoreEmulator | str) -> FirestoreEmulator:
     """The run's Firestore emulator; use FirestoreEmulator.new_project() for a fresh database."""
     if isinstance(_firestore_session, str):
-        if in_ci():
-            pytest.fail(
-                f"CI=true and the Firestore emulator cannot run: {_firestore_session}",
-                pytrace=False,
-            )
-        pytest.skip(f"Firestore emulator unavailable: {_firestore_session}")
+        skip_or_fail(_firestore_session, "Firestore emulator")
     assert isinstance(_firestore_session, FirestoreEmulator)
     process = _firestore_session.process
     if process is not None and not process.running():

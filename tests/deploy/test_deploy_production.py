@@ -771,7 +771,7 @@ def test_iam_print_prints_removals_too(production: FakeCloud) -> None:
 def test_organisation_policy_flags_reach_every_resource(tmp_path: Path) -> None:
     cloud = FakeCloud(tmp_path, project_with_users({"kms_keys": [KMS_KEY, TOPIC_KEY]}))
     pool = f"projects/{PROJECT}/locations/{REGION}/workerPools/private"
-    result = cloud.deploy(
+    args = (
         *PRODUCTION_ARGS,
         "--kms-key",
         KMS_KEY,
@@ -784,6 +784,7 @@ def test_organisation_policy_flags_reach_every_resource(tmp_path: Path) -> None:
         "--build-worker-pool",
         pool,
     )
+    result = cloud.deploy(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     state = cloud.read_state()
     function = state["functions"][FUNCTION_KEY]
@@ -810,19 +811,7 @@ def test_organisation_policy_flags_reach_every_resource(tmp_path: Path) -> None:
     assert members(state, f"kms_key:{TOPIC_KEY}", "roles/cloudkms.cryptoKeyEncrypterDecrypter") == {
         PUBSUB_AGENT
     }
-    again = cloud.deploy(
-        *PRODUCTION_ARGS,
-        "--kms-key",
-        KMS_KEY,
-        "--topic-kms-key",
-        TOPIC_KEY,
-        "--vpc-connector",
-        "relay-connector",
-        "--egress-settings",
-        "all",
-        "--build-worker-pool",
-        pool,
-    )
+    again = cloud.deploy(*args)
     assert again.mutating == [], [c.argv for c in again.mutating]
     # Dropped again: the function loses the connector, the key and the pool.
     plain = cloud.deploy(*PRODUCTION_ARGS, env={"ARTIFACT_REPOSITORY": "relay-images"})
